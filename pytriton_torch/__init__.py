@@ -1,0 +1,35 @@
+"""pytriton_torch: serve PyTorch models and Python functions through NVIDIA Triton.
+
+Example::
+
+    import numpy as np
+    from pytriton_torch import ModelConfig, Tensor, Triton, batch
+
+    @batch
+    def infer(x):
+        return {"y": x * 2}
+
+    with Triton() as triton:
+        triton.bind("double", infer, inputs=[Tensor(name="x", dtype=np.float32, shape=(-1,))],
+                    outputs=[Tensor(name="y", dtype=np.float32, shape=(-1,))], config=ModelConfig(max_batch_size=8))
+        triton.serve()
+"""
+
+from ._types import Request
+from .model_config import DeviceKind, DynamicBatcher, ModelConfig, QueuePolicy, Tensor, TimeoutAction
+from .triton import Triton, TritonConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DeviceKind",
+    "DynamicBatcher",
+    "ModelConfig",
+    "QueuePolicy",
+    "Request",
+    "Tensor",
+    "TimeoutAction",
+    "Triton",
+    "TritonConfig",
+    "__version__",
+]

@@ -1,0 +1,127 @@
+"""Packing tensors into a message (msgpack header + raw frames + shared memory) and back.
+
+A tensor travels as a descriptor ``[name, datatype, shape, frame, offset, nbytes]``:
+``frame >= 0`` is the index of a raw ZeroMQ frame holding the bytes; ``frame == -1`` means the
+bytes are at ``offset`` in the message's shared-memory segment. BYTES tensors are serialised as
+Triton does (4-byte little-endian length before each element), so trailing NUL bytes survive.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .._dtypes import numpy_to_triton, triton_to_numpy
+from ._shm import ShmReader, ShmWriter, segment_aligned_size
+
+INLINE_LIMIT = 64 * 1024
+"""Tensors up to this many bytes travel inside the ZeroMQ message; larger ones in shared memory."""
+
+Descriptor = list[Any]
+_LEN = struct.Struct("<I")
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """Triton's BYTES wire format for an array of bytes/str objects."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        if isinstance(item, str):
+            item = item.encode("utf-8")
+        elif not isinstance(item, bytes | bytearray | memoryview):
+            item = str(item).encode("utf-8")
+        parts.append(_LEN.pack(len(item)))
+        parts.append(bytes(item))
+    return b"".join(parts)
+
+
+def deserialize_bytes(buffer: memoryview | bytes, shape: Sequence[int]) -> np.ndarray:
+    """Object array of ``bytes`` from Triton's BYTES wire format."""
+    data = bytes(buffer)
+    count = int(np.prod(shape)) if len(shape) else 1
+    out = np.empty(count, dtype=np.object_)
+    pos = 0
+    for i in range(count):
+        (length,) = _LEN.unpack_from(data, pos)
+        pos += 4
+        out[i] = data[pos : pos + length]
+        pos += length
+    return out.reshape(shape)
+
+
+def as_wire_array(value: Any) -> np.ndarray:
+    """A numpy array for any array-like the user returned (torch tensors included)."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__dlpack__") and hasattr(value, "detach"):  # torch.Tensor without importing torch
+        return np.asarray(value.detach().cpu().numpy())
+    return np.asarray(value)
+
+
+class Packer:
+    """Builds outgoing messages; owns this side's shared-memory segment."""
+
+    def __init__(self, writer: ShmWriter, inline_limit: int = INLINE_LIMIT) -> None:
+        self._writer = writer
+        self._inline_limit = inline_limit
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def pack(self, groups: Sequence[Mapping[str, np.ndarray]]) -> tuple[list[list[Descriptor]], list[Any], str]:
+        """Descriptors per group, raw frames, and the segment name ("" when unused)."""
+        prepared: list[list[tuple[str, str, tuple[int, ...], np.ndarray | bytes]]] = []
+        shm_bytes = 0
+        for group in groups:
+            items = []
+            for name, value in group.items():
+                array = as_wire_array(value)
+                datatype = numpy_to_triton(array.dtype, what=f"output {name!r}")
+                payload: np.ndarray | bytes
+                if datatype == "BYTES":
+                    payload = serialize_bytes(array)
+                    size = len(payload)
+                else:
+                    payload = np.ascontiguousarray(array)
+                    size = payload.nbytes
+                if size > self._inline_limit:
+                    shm_bytes += segment_aligned_size(size)
+                items.append((name, datatype, array.shape, payload))
+            prepared.append(items)
+        if shm_bytes:
+            self._writer.reset(shm_bytes)
+        frames: list[Any] = []
+        out: list[list[Descriptor]] = []
+        for items in prepared:
+            descriptors = []
+            for name, datatype, shape, payload in items:
+                size = len(payload) if isinstance(payload, bytes) else payload.nbytes
+                if size > self._inline_limit:
+                    if isinstance(payload, bytes):
+                        offset, nbytes = self._writer.write_bytes(payload)
+                    else:
+                        offset, nbytes = self._writer.write(payload)
+                    descriptors.append([name, datatype, list(shape), -1, offset, nbytes])
+                else:
+                    descriptors.append([name, datatype, list(shape), len(frames), 0, size])
+                    frames.append(payload if isinstance(payload, bytes) else memoryview(payload).cast("B"))
+            out.append(descriptors)
+        return out, frames, self._writer.name if shm_bytes else ""
+
+
+def unpack(
+    descriptors: Sequence[Descriptor], frames: Sequence[Any], segment: str, reader: ShmReader
+) -> dict[str, np.ndarray]:
+    """Arrays for one group of descriptors; numeric arrays view the frames/segment without copying."""
+    out: dict[str, np.ndarray] = {}
+    for name, datatype, shape, frame, offset, nbytes in descriptors:
+        buffer = reader.view(segment, offset, nbytes) if frame < 0 else memoryview(frames[frame])
+        if datatype == "BYTES":
+            out[name] = deserialize_bytes(buffer, shape)
+        else:
+            array = np.frombuffer(buffer, dtype=triton_to_numpy(datatype)).reshape(shape)
+            # Frames are read-only; a small copy gives callers a writable array like shm views are.
+            out[name] = array.copy() if frame >= 0 else array
+    return out

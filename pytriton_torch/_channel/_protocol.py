@@ -1,0 +1,45 @@
+"""Message kinds and config parameter names shared by the proxy (stub side) and the worker.
+
+Every message is ``[header, *frames]``; ``header`` is a msgpack map with ``t`` (kind) and ``id``.
+
+stub -> worker: ``hello`` (connect check), ``infer`` (a batch), ``ack`` (stream chunk consumed)
+worker -> stub: ``welcome``, ``ok`` (responses), ``err`` (the batch failed), ``part`` (one
+stream chunk), ``end`` (stream finished)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgpack
+
+HELLO = "hello"
+WELCOME = "welcome"
+INFER = "infer"
+OK = "ok"
+ERR = "err"
+PART = "part"
+ACK = "ack"
+END = "end"
+
+# Keys of the generated config's ``parameters`` that the proxy reads.
+P_IPC_DIR = "pytriton_torch.ipc_dir"
+P_SHM_PREFIX = "pytriton_torch.shm_prefix"
+P_OWNER_PID = "pytriton_torch.owner_pid"
+P_CONNECT_TIMEOUT = "pytriton_torch.connect_timeout_s"
+P_INFER_TIMEOUT = "pytriton_torch.infer_timeout_s"
+
+
+def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:
+    """ipc endpoint of one model instance's worker socket (short: socket paths are limited to 107 bytes)."""
+    digest = hashlib.sha1(model_name.encode()).hexdigest()[:12]
+    return f"ipc://{ipc_dir}/{digest}.{instance}"
+
+
+def dumps(header: dict[str, Any]) -> bytes:
+    return msgpack.packb(header, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def loads(raw: Any) -> dict[str, Any]:
+    return msgpack.unpackb(raw, raw=False)  # type: ignore[no-any-return]

@@ -1,0 +1,179 @@
+"""User-process side of the channel: one thread per model instance serving its socket.
+
+The thread that receives a batch also runs the infer function, so no hand-off between threads
+sits on the request path. Coroutines and async generators run on one shared event-loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import zmq
+
+from .._context import ModelInfo
+from .._types import Request
+from ..exceptions import PyTritonTorchUnrecoverableError
+from . import _protocol as proto
+from ._codec import Packer, unpack
+from ._shm import ShmReader, ShmWriter
+from ._validate import check_responses
+
+LOGGER = logging.getLogger("pytriton_torch.worker")
+
+
+class EventLoopThread:
+    """One asyncio loop in a daemon thread, shared by all async infer functions of a server."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="pytriton_torch-asyncio", daemon=True).start()
+            return self._loop
+
+    def run(self, awaitable: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
+
+    def iterate(self, agen: Any) -> Iterator[Any]:
+        while True:
+            try:
+                yield self.run(agen.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._loop = None
+
+
+class InstanceWorker:
+    """Serves one model instance: receives batches from its proxy, runs ``infer_fn``, answers.
+
+    ``on_fatal`` is called when the function raises PyTritonTorchUnrecoverableError.
+    """
+
+    def __init__(
+        self,
+        *,
+        info: ModelInfo,
+        index: int,
+        infer_fn: Callable[..., Any],
+        endpoint: str,
+        shm_prefix: str,
+        context: zmq.Context[Any],
+        loop: EventLoopThread,
+        strict: bool,
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self.info = info
+        self.index = index
+        self._fn = infer_fn
+        self._strict = strict
+        self._loop = loop
+        self._on_fatal = on_fatal
+        self._sock = context.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(endpoint)
+        self._packer = Packer(ShmWriter(f"{shm_prefix}-{index}-rsp"))
+        self._reader = ShmReader()
+        self.connected = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"pytriton_torch-{info.model_name}-{index}", daemon=True
+        )
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                try:
+                    ident, header_frame, *frames = self._sock.recv_multipart(copy=False)
+                except zmq.ContextTerminated:
+                    return
+                header = proto.loads(header_frame.buffer)
+                kind = header["t"]
+                if kind == proto.INFER:
+                    self._infer(ident, header, frames)
+                elif kind == proto.HELLO:
+                    self._sock.send_multipart([ident, proto.dumps({"t": proto.WELCOME, "id": header["id"]})])
+                    self.connected.set()
+        except zmq.ContextTerminated:
+            return
+        finally:
+            self._sock.close(0)
+            self._packer.close()
+            self._reader.close()
+
+    def _requests(self, header: dict[str, Any], frames: list[Any]) -> list[Request]:
+        segment = header["seg"]
+        requests = []
+        for descriptors, (params, wanted, request_id) in zip(header["reqs"], header["meta"], strict=True):
+            parameters = json.loads(params) if isinstance(params, str) else (params or {})
+            data = unpack(descriptors, frames, segment, self._reader)
+            requests.append(Request(data, parameters, list(wanted) if wanted else None, request_id or ""))
+        return requests
+
+    def _infer(self, ident: Any, header: dict[str, Any], frames: list[Any]) -> None:
+        call_id = header["id"]
+        try:
+            requests = self._requests(header, frames)
+            result = self._fn(requests)
+            if self.info.decoupled:
+                self._stream(ident, call_id, requests, result)
+                return
+            if inspect.isawaitable(result):
+                result = self._loop.run(result)
+            self._send(ident, proto.OK, call_id, check_responses(self.info, requests, result, strict=self._strict))
+        except zmq.ContextTerminated:
+            raise
+        except Exception as exc:
+            self._send_error(ident, call_id, exc)
+
+    def _stream(self, ident: Any, call_id: int, requests: list[Request], result: Any) -> None:
+        if inspect.isasyncgen(result):
+            chunks: Iterator[Any] = self._loop.iterate(result)
+        elif inspect.isgenerator(result) or isinstance(result, Iterator):
+            chunks = result
+        else:  # a plain function bound to a decoupled model answers once
+            if inspect.isawaitable(result):
+                result = self._loop.run(result)
+            chunks = iter([result])
+        for chunk in chunks:
+            self._send(ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict))
+            self._wait_ack(call_id)
+        self._sock.send_multipart([ident, proto.dumps({"t": proto.END, "id": call_id})])
+
+    def _wait_ack(self, call_id: int) -> None:
+        while True:
+            _, header_frame, *_ = self._sock.recv_multipart(copy=False)
+            header = proto.loads(header_frame.buffer)
+            if header["t"] == proto.ACK and header["id"] == call_id:
+                return
+
+    def _send(self, ident: Any, kind: str, call_id: int, responses: list[dict[str, Any]]) -> None:
+        descriptors, frames, segment = self._packer.pack(responses)
+        header = {"t": kind, "id": call_id, "resps": descriptors, "seg": segment}
+        self._sock.send_multipart([ident, proto.dumps(header), *frames], copy=False)
+
+    def _send_error(self, ident: Any, call_id: int, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        LOGGER.error("model %r instance %d: infer function failed: %s", self.info.model_name, self.index, message,
+                     exc_info=not isinstance(exc, ValueError | TypeError))
+        self._sock.send_multipart([ident, proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
+        if isinstance(exc, PyTritonTorchUnrecoverableError):
+            self._on_fatal(f"model {self.info.model_name!r}: {message}")

@@ -1,0 +1,1 @@
+"""The tritonserver child process: locating the bundled binaries, the workspace, start and stop."""

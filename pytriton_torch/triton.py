@@ -1,0 +1,400 @@
+"""``Triton``: start tritonserver, bind Python callables as models, serve.
+
+Example::
+
+    import numpy as np
+    from pytriton_torch.decorators import batch
+    from pytriton_torch.model_config import ModelConfig, Tensor
+    from pytriton_torch.triton import Triton, TritonConfig
+
+    @batch
+    def infer(x):
+        return {"y": x * 2}
+
+    with Triton(config=TritonConfig(http_port=8000)) as triton:
+        triton.bind(
+            "double",
+            infer,
+            inputs=[Tensor(name="x", dtype=np.float32, shape=(-1,))],
+            outputs=[Tensor(name="y", dtype=np.float32, shape=(-1,))],
+            config=ModelConfig(max_batch_size=64),
+        )
+        triton.serve()
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import types
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import zmq
+
+from ._channel._shm import remove_segments, remove_stale_segments
+from ._channel._worker import EventLoopThread
+from ._model import BoundModel
+from ._server._config import TritonConfig
+from ._server._dist import find_dist
+from ._server._process import TritonProcess, check_ports_free
+from ._server._workspace import Workspace
+from .exceptions import (
+    PyTritonTorchInvalidOperationError,
+    PyTritonTorchModelError,
+    PyTritonTorchServerError,
+)
+from .model_config import ModelConfig, Tensor
+
+LOGGER = logging.getLogger("pytriton_torch")
+
+ADMIN_HEADER = "pytriton-torch-admin-token"
+_PYTHON_BACKEND_SHM_DEFAULT = 4 * 1024 * 1024
+_PYTHON_BACKEND_SHM_GROWTH = 32 * 1024 * 1024
+
+
+class Triton:
+    """A tritonserver child process plus the Python models bound to it.
+
+    Use it as a context manager (the server starts on enter and stops on exit) or call
+    :meth:`run` / :meth:`serve` and :meth:`stop` yourself. ``bind`` works before and after start.
+
+    Example::
+
+        with Triton() as triton:
+            triton.bind("echo", echo_fn, inputs=[...], outputs=[...])
+            triton.serve()  # until SIGINT or SIGTERM
+
+    Args:
+        config: tritonserver options; fields left unset come from ``PYTRITON_TRITON_CONFIG_*``.
+        workspace: Folder for the model store and sockets (default: a private temporary folder).
+        connect_timeout_s: How long a starting model instance waits for this process.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: TritonConfig | None = None,
+        workspace: str | os.PathLike[str] | None = None,
+        connect_timeout_s: float = 60.0,
+    ) -> None:
+        self._config = (config or TritonConfig()).merged_over(TritonConfig.from_env())
+        self._workspace_path = workspace
+        self._connect_timeout_s = connect_timeout_s
+        self._models: dict[str, BoundModel] = {}
+        self._lock = threading.RLock()
+        self._started = False
+        self._stopped = False
+        self._stop_requested = threading.Event()
+        self._failure: str | None = None
+        self._token = secrets.token_hex(16)
+        self._shm_prefix = f"ptt-{os.getpid()}-{secrets.token_hex(4)}"
+        self._workspace: Workspace | None = None
+        self._process: TritonProcess | None = None
+        self._zmq: zmq.Context[Any] | None = None
+        self._loop = EventLoopThread()
+        self._drained = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Triton:
+        self._start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def config(self) -> TritonConfig:
+        """The effective configuration (code over environment)."""
+        return self._config
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{_connectable(self._config.effective_http_address)}:{self._config.effective_http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{_connectable(self._config.effective_grpc_address)}:{self._config.effective_grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        address = _connectable(self._config.effective_metrics_address)
+        return f"http://{address}:{self._config.effective_metrics_port}/metrics"
+
+    @property
+    def workspace(self) -> Workspace | None:
+        return self._workspace
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._stopped:
+                raise PyTritonTorchInvalidOperationError("this Triton was stopped; create a new one to serve again")
+            if self._started:
+                return
+            remove_stale_segments()
+            check_ports_free(self._config.ports())
+            dist = find_dist()
+            self._workspace = Workspace(self._workspace_path)
+            self._workspace.link_backend(dist)
+            (self._workspace.root / "syspath.json").write_text(json.dumps([p for p in sys.path if p]))
+            self._zmq = zmq.Context()
+            self._process = TritonProcess(
+                dist,
+                self._server_args(),
+                TritonProcess.environment(dist),
+                echo=bool(self._config.log_verbose),
+                on_exit=self._on_server_exit,
+            )
+            self._started = True
+            atexit.register(self.stop)
+            try:
+                self._process.start()
+                self._process.wait_live(self._admin_url, self._config.startup_timeout_s or 120.0)
+                for model in self._models.values():
+                    self._load(model)
+            except BaseException:
+                self.stop()
+                raise
+            LOGGER.info("Triton started: HTTP %s, gRPC %s", self.http_url, self.grpc_url)
+
+    @property
+    def _admin_url(self) -> str:
+        if self._config.allow_http is False:
+            raise PyTritonTorchInvalidOperationError("pytriton_torch needs the HTTP endpoint (allow_http=False)")
+        return self.http_url
+
+    def _server_args(self) -> list[str]:
+        assert self._workspace is not None
+        dist = find_dist()
+        config = self._config
+        args = [
+            f"--model-repository={self._workspace.models}",
+            f"--backend-directory={self._workspace.backends}",
+            "--model-control-mode=explicit",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}-tb",
+            f"--backend-config=python,shm-default-byte-size={_PYTHON_BACKEND_SHM_DEFAULT}",
+            f"--backend-config=python,shm-growth-byte-size={_PYTHON_BACKEND_SHM_GROWTH}",
+        ]
+        if config.model_repository is not None:
+            args += [f"--model-repository={config.model_repository}", "--load-model=*"]
+        if config.cache_directory is None:
+            args.append(f"--cache-directory={dist.caches}")
+        if config.http_restricted_api is None:
+            args.append(f"--http-restricted-api=model-repository:{ADMIN_HEADER}={self._token}")
+        if config.grpc_restricted_protocol is None:
+            args.append(f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={self._token}")
+        if config.allow_gpu_metrics is None:
+            args.append("--allow-gpu-metrics=false")
+        return args + config.to_args()
+
+    def run(self) -> None:
+        """Start the server (if not started) and return; it serves in the background until :meth:`stop`."""
+        self._start()
+
+    def serve(self, monitoring_period_s: float = 1.0) -> None:
+        """Start the server (if not started) and block until SIGINT/SIGTERM or :meth:`stop`.
+
+        Raises PyTritonTorchServerError when the server stopped on its own (crash, unrecoverable
+        model error), so a script ends with a non-zero status.
+        """
+        self._start()
+        restore = self._install_signal_handlers()
+        try:
+            while not self._stop_requested.wait(monitoring_period_s):
+                pass
+        finally:
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
+            self.stop()
+        if self._failure is not None:
+            raise PyTritonTorchServerError(self._failure)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # only the main thread may set handlers; stop() ends serve() from elsewhere
+
+        def handler(signum: int, frame: types.FrameType | None) -> None:
+            LOGGER.info("received %s, stopping", signal.Signals(signum).name)
+            self._stop_requested.set()
+
+        return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def is_alive(self) -> bool:
+        """Whether the server process runs and answers as live."""
+        if self._process is None or not self._process.is_alive():
+            return False
+        try:
+            with urllib.request.urlopen(f"{self._admin_url}/v2/health/live", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> bool:
+        """Stop the server and the workers, remove the workspace and shared memory. Idempotent."""
+        with self._lock:
+            if self._stopped or not self._started:
+                self._stopped = self._stopped or self._started
+                return False
+            self._stopped = True
+        self._stop_requested.set()
+        atexit.unregister(self.stop)
+        exit_timeout = float(self._config.exit_timeout_secs if self._config.exit_timeout_secs is not None else 30)
+        if self._process is not None:
+            if self._process.is_alive():
+                # Draining through unload first: tritonserver's own shutdown would otherwise wait the
+                # whole exit timeout for idle keep-alive client connections to go away.
+                self._unload_all(timeout_s=exit_timeout)
+            self._process.stop(timeout_s=2.0 if self._drained else exit_timeout + 10, drained=self._drained)
+        if self._zmq is not None:
+            terminator = threading.Thread(target=self._zmq.term, daemon=True)
+            terminator.start()
+            terminator.join(timeout=5)
+        self._loop.stop()
+        remove_segments(self._shm_prefix)
+        if self._workspace is not None:
+            self._workspace.remove()
+        LOGGER.info("Triton stopped")
+        return True
+
+    def _admin_post(self, path: str, body: bytes = b"{}", timeout_s: float = 60.0) -> bytes:
+        request = urllib.request.Request(
+            f"{self._admin_url}{path}",
+            data=body,
+            method="POST",
+            headers={ADMIN_HEADER: self._token, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return bytes(response.read())
+
+    def _unload_all(self, timeout_s: float) -> None:
+        """Unload every model; tritonserver finishes their in-flight requests first."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            index = json.loads(self._admin_post("/v2/repository/index", b'{"ready": true}', timeout_s=5))
+            names = sorted({entry["name"] for entry in index})
+            for name in names:
+                self._admin_post(f"/v2/repository/models/{name}/unload", timeout_s=max(1.0, deadline - time.monotonic()))
+            while time.monotonic() < deadline:
+                index = json.loads(self._admin_post("/v2/repository/index", timeout_s=5))
+                if all(entry.get("state") not in ("READY", "UNLOADING", "LOADING") for entry in index):
+                    self._drained = True
+                    return
+                time.sleep(0.05)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            LOGGER.debug("could not drain models before stopping: %s", exc)
+
+    def _on_server_exit(self, code: int) -> None:
+        if self._failure is None:
+            tail = self._process.logs(last=20) if self._process is not None else ""
+            self._failure = f"tritonserver exited unexpectedly with code {code}. Last log lines:\n{tail}"
+        LOGGER.error("%s", self._failure)
+        self._stop_requested.set()
+
+    def _on_fatal(self, message: str) -> None:
+        self._failure = f"{message}; the server stopped and must be restarted"
+        LOGGER.critical("%s", self._failure)
+        self._stop_requested.set()
+        if self._process is not None:
+            threading.Thread(target=self._process.stop, args=(10.0,), daemon=True).start()
+
+    # -- models ----------------------------------------------------------------------------------
+
+    def bind(
+        self,
+        model_name: str,
+        infer_func: Callable[..., Any] | Sequence[Callable[..., Any]],
+        inputs: Sequence[Tensor],
+        outputs: Sequence[Tensor],
+        model_version: int = 1,
+        config: ModelConfig | None = None,
+        strict: bool = False,
+        trace_config: list[str] | None = None,
+    ) -> None:
+        """Serve ``infer_func`` as model ``model_name``.
+
+        Args:
+            model_name: Name clients use in ``/v2/models/<name>/infer``.
+            infer_func: A callable, or a list of callables: one model instance each, run concurrently.
+                It receives ``list[Request]`` (use ``@batch`` for keyword arrays) and returns one dict of
+                outputs per request; generators (sync or async) make a streaming (decoupled) model.
+            inputs: Input tensor specs (names, dtypes, per-sample shapes).
+            outputs: Output tensor specs.
+            model_version: Version number in the model store.
+            config: Batching and scheduling options (default ``ModelConfig()``).
+            strict: Check every output's dtype and shape against ``outputs``; otherwise only names and
+                batch size are checked and dtypes are converted when numpy can do it safely.
+            trace_config: Accepted for PyTriton compatibility; tracing is configured on TritonConfig.
+
+        The call returns once the model is loaded and every instance is connected: requests sent
+        afterwards never see 'unknown model'.
+        """
+        fns = list(infer_func) if isinstance(infer_func, list | tuple) else [infer_func]
+        model_config = config or ModelConfig()
+        if model_config.decoupled is False and any(_is_generator(fn) for fn in fns):
+            model_config = _replace_decoupled(model_config)
+        model = BoundModel(
+            model_name, fns, inputs, outputs, model_config, version=model_version, strict=strict
+        )
+        with self._lock:
+            if self._stopped:
+                raise PyTritonTorchInvalidOperationError(f"cannot bind {model_name!r}: this Triton was stopped")
+            if model_name in self._models:
+                raise PyTritonTorchInvalidOperationError(f"model {model_name!r} is already bound")
+            self._models[model_name] = model
+            if self._started:
+                try:
+                    self._load(model)
+                except BaseException:
+                    del self._models[model_name]
+                    raise
+
+    def _load(self, model: BoundModel) -> None:
+        assert self._workspace is not None and self._zmq is not None
+        model.write(self._workspace, self._shm_prefix, os.getpid(), self._connect_timeout_s)
+        model.start_workers(self._workspace, self._shm_prefix, self._zmq, self._loop, self._on_fatal)
+        try:
+            self._admin_post(f"/v2/repository/models/{model.name}/load", timeout_s=self._connect_timeout_s + 60)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail).get("error", detail)
+            except ValueError:
+                pass
+            raise PyTritonTorchModelError(f"model {model.name!r} failed to load: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise PyTritonTorchServerError(f"model {model.name!r}: cannot reach tritonserver: {exc}") from None
+        LOGGER.info("model %r ready (%d instance(s))", model.name, len(model.infer_fns))
+
+
+def _connectable(address: str) -> str:
+    return "127.0.0.1" if address in ("0.0.0.0", "") else ("[::1]" if address == "::" else address)
+
+
+def _is_generator(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    inner = fn
+    while hasattr(inner, "__wrapped__"):
+        inner = inner.__wrapped__
+    target = getattr(inner, "__call__", inner) if not inspect.isfunction(inner) and not inspect.ismethod(inner) else inner
+    return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+
+
+def _replace_decoupled(config: ModelConfig) -> ModelConfig:
+    import dataclasses
+
+    LOGGER.info("generator infer function: serving the model as decoupled (streaming)")
+    return dataclasses.replace(config, decoupled=True)
+
+
+__all__ = ["Triton", "TritonConfig"]
