@@ -35,7 +35,9 @@ def _check_names(model_name: str, kind: str, tensors: Sequence[Tensor]) -> None:
         if not tensor.name:
             raise PyTritonTorchValidationError(f"model {model_name!r}: every {kind} Tensor needs a name")
         if tensor.name in seen:
-            raise PyTritonTorchValidationError(f"model {model_name!r}: {kind} name {tensor.name!r} is repeated")
+            raise PyTritonTorchValidationError(
+                f"model {model_name!r}: {kind} name {tensor.name!r} is repeated"
+            )
         seen.add(tensor.name)
     if kind == "output" and any(t.optional for t in tensors):
         raise PyTritonTorchValidationError(f"model {model_name!r}: outputs cannot be optional")
@@ -59,7 +61,9 @@ def build_model_config(
     out = pb.ModelConfig(name=model_name, backend="python")
     out.max_batch_size = config.max_batch_size if config.batching else 0
     for tensor in inputs:
-        out.input.add(name=tensor.name, data_type=_data_type(tensor), dims=list(tensor.shape), optional=tensor.optional)
+        out.input.add(
+            name=tensor.name, data_type=_data_type(tensor), dims=list(tensor.shape), optional=tensor.optional
+        )
     for tensor in outputs:
         out.output.add(name=tensor.name, data_type=_data_type(tensor), dims=list(tensor.shape))
     out.instance_group.add(
@@ -84,7 +88,9 @@ def build_model_config(
     for warmup in config.model_warmup or []:
         entry = out.model_warmup.add(name=warmup.name, batch_size=warmup.batch_size, count=warmup.count)
         for input_name, spec in warmup.inputs.items():
-            entry.inputs[input_name].data_type = _data_type(Tensor(name=input_name, dtype=spec.dtype, shape=(1,)))
+            entry.inputs[input_name].data_type = _data_type(
+                Tensor(name=input_name, dtype=spec.dtype, shape=(1,))
+            )
             entry.inputs[input_name].dims.extend(spec.shape)
             if spec.random_data:
                 entry.inputs[input_name].random_data = True

@@ -37,6 +37,25 @@ def _key(fn: Callable[..., Any]) -> Any:
     return getattr(fn, "__func__", fn)
 
 
+class _ModelConfigs(dict[Any, ModelInfo]):
+    """A dict whose keys are normalised with ``_key``: decorated callables and bound methods find their entry."""
+
+    def __getitem__(self, fn: Any) -> ModelInfo:
+        return super().__getitem__(_key(fn))
+
+    def __setitem__(self, fn: Any, info: ModelInfo) -> None:
+        super().__setitem__(_key(fn), info)
+
+    def __delitem__(self, fn: Any) -> None:
+        super().__delitem__(_key(fn))
+
+    def __contains__(self, fn: object) -> bool:
+        return super().__contains__(_key(fn))  # type: ignore[arg-type]
+
+    def get(self, fn: Any, default: Any = None) -> Any:
+        return super().get(_key(fn), default)
+
+
 @dataclasses.dataclass
 class TritonContext:
     """Per-binding context injected into infer callables as ``__triton_context__``.
@@ -45,7 +64,7 @@ class TritonContext:
     (``fn`` may be the decorated or undecorated callable).
     """
 
-    model_configs: dict[Any, ModelInfo] = dataclasses.field(default_factory=dict)
+    model_configs: dict[Any, ModelInfo] = dataclasses.field(default_factory=_ModelConfigs)
 
     def info_for(self, fn: Callable[..., Any]) -> ModelInfo:
         """The ModelInfo of ``fn``; falls back to the only entry when there is one."""
@@ -85,7 +104,7 @@ def get_context(fn: Callable[..., Any], instance: Any = None) -> TritonContext:
     """The TritonContext injected into ``fn`` (or its owner ``instance``) by ``bind``."""
     for candidate in (instance, fn, getattr(fn, "__self__", None)):
         context = getattr(candidate, "__triton_context__", None) if candidate is not None else None
-        if context is not None:
+        if isinstance(context, TritonContext):
             return context
     from .exceptions import PyTritonTorchValidationError
 

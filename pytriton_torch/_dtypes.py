@@ -38,7 +38,7 @@ def numpy_to_triton(dtype: np.dtype, *, what: str = "tensor") -> str:
 
 
 def triton_to_numpy(name: str) -> np.dtype:
-    """numpy dtype for a Triton datatype name (``"BYTES"`` -> object)."""
+    """Numpy dtype for a Triton datatype name (``"BYTES"`` -> object)."""
     name = name.removeprefix("TYPE_")
     if name == "STRING":
         name = "BYTES"

@@ -25,7 +25,7 @@ class Request(MutableMapping[str, np.ndarray]):
     input if you keep it after returning.
     """
 
-    __slots__ = ("data", "parameters", "requested_output_names", "request_id")
+    __slots__ = ("data", "parameters", "request_id", "requested_output_names")
 
     def __init__(
         self,

@@ -29,7 +29,10 @@ Example::
         triton.bind(
             "scaler",
             infer,
-            inputs=[Tensor(name="x", dtype=np.float32, shape=(-1,)), Tensor(name="scale", dtype=np.float32, shape=(1,))],
+            inputs=[
+                Tensor(name="x", dtype=np.float32, shape=(-1,)),
+                Tensor(name="scale", dtype=np.float32, shape=(1,)),
+            ],
             outputs=[Tensor(name="y", dtype=np.float32, shape=(-1,))],
             config=ModelConfig(max_batch_size=16),
         )
@@ -50,6 +53,7 @@ from typing import Any, cast
 
 import numpy as np
 import wrapt
+from numpy.typing import NDArray
 
 from ._context import ModelInfo, TritonContext, get_context
 from ._types import Request
@@ -228,8 +232,8 @@ def _combine(calls: Sequence[Callable[[], Any]], merge: Callable[[list[Any]], An
         result = call()
         if _kind(result) != kind:
             raise PyTritonTorchValidationError(
-                f"{what}: the infer function returned a {kind} for one call and a {_kind(result)} for another; "
-                f"it must always return the same kind of result"
+                f"{what}: the infer function returned a {kind} for one call and a {_kind(result)} for "
+                f"another; it must always return the same kind of result"
             )
         return result
 
@@ -311,7 +315,7 @@ def _uneven_streams(what: str, finished: int, total: int) -> PyTritonTorchValida
 def _request_batch_size(request: Mapping[str, Any]) -> int:
     """Rows in a request: the first input's first dimension (1 for a scalar or a request without inputs)."""
     for value in request.values():
-        shape = getattr(value, "shape", ())
+        shape: Any = getattr(value, "shape", ())
         return int(shape[0]) if len(shape) else 1
     return 1
 
@@ -320,8 +324,8 @@ def _is_batched_array(value: Any) -> bool:
     return isinstance(value, np.ndarray) and value.ndim > 0
 
 
-def _kwargs_inputs(kwargs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The keyword arguments that hold input batches (arrays with a batch axis)."""
+def _kwargs_inputs(kwargs: Mapping[str, Any]) -> dict[str, NDArray[Any]]:
+    """Pick the keyword arguments that hold input batches (arrays with a batch axis)."""
     return {
         name: value
         for name, value in kwargs.items()
@@ -334,7 +338,7 @@ def _is_requests_call(args: tuple[Any, ...]) -> bool:
 
 
 def _replace_data(request: Mapping[str, Any], data: dict[str, Any]) -> Any:
-    """A copy of ``request`` holding ``data``; a ``Request`` keeps its parameters and id."""
+    """Copy ``request`` with ``data`` as its inputs; a ``Request`` keeps its parameters and id."""
     if isinstance(request, Request):
         return Request(
             data,
@@ -353,7 +357,7 @@ def _describe(value: Any) -> str:
 
 
 def _as_outputs(result: Any, fn: Callable[..., Any], instance: Any, decorator: str) -> Outputs:
-    """The outputs dict of a result; a list/tuple maps to the model's outputs in declaration order."""
+    """Turn a result into an outputs dict; a list/tuple maps to the declared outputs in order."""
     if isinstance(result, Mapping):
         return result if isinstance(result, dict) else dict(result)
     if isinstance(result, list | tuple):
@@ -361,19 +365,20 @@ def _as_outputs(result: Any, fn: Callable[..., Any], instance: Any, decorator: s
         if info is None:
             raise PyTritonTorchValidationError(
                 f"{decorator}: {_fn_name(fn)} returned a {type(result).__name__}; mapping it to output names "
-                f"needs the model's outputs, which are only known once the function is bound with Triton.bind() "
-                f"(or return a dict of output name -> array)"
+                f"needs the model's outputs, which are only known once the function is bound with "
+                f"Triton.bind() (or return a dict of output name -> array)"
             )
         names = [spec.name for spec in info.outputs]
         if len(result) != len(names):
             raise PyTritonTorchValidationError(
-                f"{decorator}: model {info.model_name!r}: {_fn_name(fn)} returned a {type(result).__name__} of "
-                f"{len(result)} items; expected {len(names)}, one per declared output ({', '.join(map(str, names))})"
+                f"{decorator}: model {info.model_name!r}: {_fn_name(fn)} returned a {type(result).__name__} "
+                f"of {len(result)} items; expected {len(names)}, one per declared output "
+                f"({', '.join(map(str, names))})"
             )
         return {str(name): value for name, value in zip(names, result, strict=True)}
     raise PyTritonTorchValidationError(
-        f"{decorator}: {_fn_name(fn)} returned {type(result).__name__}; expected a dict of output name -> array "
-        f"(or a list/tuple in the order of the declared outputs)"
+        f"{decorator}: {_fn_name(fn)} returned {type(result).__name__}; expected a dict of output "
+        f"name -> array (or a list/tuple in the order of the declared outputs)"
     )
 
 
@@ -386,9 +391,9 @@ def _requests_arg(args: tuple[Any, ...], decorator: str, fn: Callable[..., Any])
     if not args or not isinstance(args[0], list | tuple):
         got = type(args[0]).__name__ if args else "no positional argument"
         raise PyTritonTorchValidationError(
-            f"{decorator}: {_fn_name(fn)} must be called with the list of requests as first positional argument, "
-            f"got {got}; put {decorator} at the top of the decorator stack (only @group_by_keys, @fill_optionals, "
-            f"@first_value and @triton_context may sit above it)"
+            f"{decorator}: {_fn_name(fn)} must be called with the list of requests as first positional "
+            f"argument, got {got}; put {decorator} at the top of the decorator stack (only "
+            f"@group_by_keys, @fill_optionals, @first_value and @triton_context may sit above it)"
         )
     requests = list(args[0])
     for index, request in enumerate(requests):
@@ -406,8 +411,8 @@ def _concatenate_inputs(requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     for index, request in enumerate(requests[1:], start=1):
         if set(request.keys()) != expected:
             raise PyTritonTorchValidationError(
-                f"@batch: requests have different inputs: request 0 has {sorted(expected)}, request {index} has "
-                f"{sorted(request.keys())}; use @fill_optionals or put @group_by_keys above @batch"
+                f"@batch: requests have different inputs: request 0 has {sorted(expected)}, request {index} "
+                f"has {sorted(request.keys())}; use @fill_optionals or put @group_by_keys above @batch"
             )
     inputs: dict[str, Any] = {}
     for name in names:
@@ -417,8 +422,8 @@ def _concatenate_inputs(requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]
         except ValueError as exc:
             shapes = ", ".join(str(tuple(getattr(part, "shape", ()))) for part in parts)
             raise PyTritonTorchValidationError(
-                f"@batch: input {name!r} cannot be batched: its shapes in the requests are {shapes}; all but the "
-                f"first dimension must match (pad the inputs, or group requests of the same shape with "
+                f"@batch: input {name!r} cannot be batched: its shapes in the requests are {shapes}; all but "
+                f"the first dimension must match (pad the inputs, or group requests of the same shape with "
                 f"@group_by_keys/@group_by_values) ({exc})"
             ) from exc
     return inputs
@@ -427,13 +432,13 @@ def _concatenate_inputs(requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 def _check_request_rows(request: Mapping[str, Any], index: int) -> int:
     size = _request_batch_size(request)
     for name, value in request.items():
-        shape = getattr(value, "shape", ())
+        shape: Any = getattr(value, "shape", ())
         rows = int(shape[0]) if len(shape) else 1
         if rows != size:
             first = next(iter(request))
             raise PyTritonTorchValidationError(
-                f"@batch: request {index}: input {name!r} has batch size {rows} but input {first!r} has {size}; "
-                f"every input of a request must have the same first dimension"
+                f"@batch: request {index}: input {name!r} has batch size {rows} but input {first!r} has "
+                f"{size}; every input of a request must have the same first dimension"
             )
     return size
 
@@ -446,13 +451,14 @@ def _split_outputs(
         shape = getattr(value, "shape", None)
         if shape is None or len(shape) == 0:
             raise PyTritonTorchValidationError(
-                f"@batch: output {name!r} returned by {_fn_name(fn)} is {_describe(value)}; expected an array "
-                f"whose first dimension is the batch size {total}"
+                f"@batch: output {name!r} returned by {_fn_name(fn)} is {_describe(value)}; expected an "
+                f"array whose first dimension is the batch size {total}"
             )
         if check and int(shape[0]) != total:
             raise PyTritonTorchValidationError(
                 f"@batch: output {name!r} returned by {_fn_name(fn)} has batch size {int(shape[0])} (shape "
-                f"{tuple(shape)}); expected batch size {total}, the sum of the requests' batch sizes {list(sizes)}"
+                f"{tuple(shape)}); expected batch size {total}, the sum of the requests' batch sizes "
+                f"{list(sizes)}"
             )
     if len(sizes) == 1:
         return [outputs]
@@ -574,8 +580,8 @@ def _group_by_keys_wrapper(
             if not isinstance(value, list | tuple) or len(value) != len(indices):
                 got = f"{len(value)} responses" if isinstance(value, list | tuple) else type(value).__name__
                 raise PyTritonTorchValidationError(
-                    f"@group_by_keys: {_fn_name(wrapped)} got a group of {len(indices)} requests and returned "
-                    f"{got}; expected a list with one response per request"
+                    f"@group_by_keys: {_fn_name(wrapped)} got a group of {len(indices)} requests and "
+                    f"returned {got}; expected a list with one response per request"
                 )
             for index, response in zip(indices, value, strict=True):
                 responses[index] = response
@@ -607,7 +613,7 @@ def group_by_keys(func: InferFn) -> InferFn:
 
 
 def _sample_key(value: Any) -> Any:
-    """A hashable key for one sample of an input; bytes keep their trailing NULs."""
+    """Make a hashable key for one sample of an input; bytes keep their trailing NULs."""
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "O":
             return ("O", value.shape, tuple(_sample_key(item) for item in value.flat))
@@ -631,7 +637,7 @@ def _concatenate_parts(parts: Sequence[Any]) -> Any:
     return np.concatenate([np.asarray(part) for part in parts], axis=0)
 
 
-def _take_rows(value: Any, order: np.ndarray) -> Any:
+def _take_rows(value: Any, order: NDArray[Any]) -> Any:
     if isinstance(value, np.ndarray):
         return value[order]
     import torch
@@ -704,12 +710,12 @@ def group_by_values(*keys: str, pad_fn: PadFn | None = None) -> Callable[[InferF
             groups.setdefault(sample_key, []).append(row)
         members = [np.asarray(rows, dtype=np.intp) for rows in groups.values()]
 
-        def group_kwargs(rows: np.ndarray | None) -> dict[str, Any]:
+        def group_kwargs(rows: NDArray[Any] | None) -> dict[str, Any]:
             if rows is None:
                 return kwargs
             return {name: (value[rows] if name in inputs else value) for name, value in kwargs.items()}
 
-        def call_for(rows: np.ndarray | None) -> Callable[[], Any]:
+        def call_for(rows: NDArray[Any] | None) -> Callable[[], Any]:
             return lambda: wrapped(*args, **group_kwargs(rows))
 
         def merge(values: list[Any]) -> Outputs:
@@ -731,7 +737,7 @@ def group_by_values(*keys: str, pad_fn: PadFn | None = None) -> Callable[[InferF
 
 
 def _merge_groups(
-    results: Sequence[Outputs], members: Sequence[np.ndarray], size: int, fn: Callable[..., Any]
+    results: Sequence[Outputs], members: Sequence[NDArray[Any]], size: int, fn: Callable[..., Any]
 ) -> Outputs:
     names = list(results[0].keys())
     for index, result in enumerate(results[1:], start=1):
@@ -751,16 +757,16 @@ def _merge_groups(
             if shape is None or len(shape) == 0 or int(shape[0]) != len(rows):
                 got = f"batch size {int(shape[0])}" if shape is not None and len(shape) else _describe(part)
                 raise PyTritonTorchValidationError(
-                    f"@group_by_values: output {name!r} returned by {_fn_name(fn)} for a group of {len(rows)} "
-                    f"rows has {got}; expected batch size {len(rows)}"
+                    f"@group_by_values: output {name!r} returned by {_fn_name(fn)} for a group of "
+                    f"{len(rows)} rows has {got}; expected batch size {len(rows)}"
                 )
         try:
             joined = _concatenate_parts(parts)
         except (ValueError, RuntimeError) as exc:
             shapes = ", ".join(str(tuple(part.shape)) for part in parts)
             raise PyTritonTorchValidationError(
-                f"@group_by_values: output {name!r} has shapes {shapes} in the groups, which cannot be joined; "
-                f"pass pad_fn=ConstantPadder() to pad them to a common shape ({exc})"
+                f"@group_by_values: output {name!r} has shapes {shapes} in the groups, which cannot be "
+                f"joined; pass pad_fn=ConstantPadder() to pad them to a common shape ({exc})"
             ) from exc
         merged[name] = _take_rows(joined, order)
     return merged
@@ -811,8 +817,8 @@ class ConstantPadder:
             if len(dims) != 1 or 0 in dims:
                 shapes = ", ".join(str(array.shape) for array in arrays)
                 raise PyTritonTorchValidationError(
-                    f"ConstantPadder: {name!r} has shapes {shapes}; expected arrays with a batch axis and the "
-                    f"same number of dimensions"
+                    f"ConstantPadder: {name!r} has shapes {shapes}; expected arrays with a batch axis and "
+                    f"the same number of dimensions"
                 )
             target = tuple(max(array.shape[axis] for array in arrays) for axis in range(1, arrays[0].ndim))
             dtype = _common_pad_dtype(name, [array.dtype for array in arrays])
@@ -826,7 +832,8 @@ class ConstantPadder:
                     holder[name] = array
                     continue
                 out = np.full((array.shape[0], *target), fill, dtype=dtype)
-                out[(slice(None), *(slice(0, extent) for extent in array.shape[1:]))] = array
+                region = (slice(None), *(slice(0, extent) for extent in array.shape[1:]))
+                out[region] = array
                 holder[name] = out
         return padded
 
@@ -840,8 +847,8 @@ def _common_pad_dtype(name: str, dtypes: Sequence[np.dtype[Any]]) -> np.dtype[An
     if len(set(dtypes)) == 1:
         return dtypes[0]
     raise PyTritonTorchValidationError(
-        f"ConstantPadder: arrays of {name!r} have different dtypes ({', '.join(sorted({str(d) for d in dtypes}))}); "
-        f"return the same dtype from every group"
+        f"ConstantPadder: arrays of {name!r} have different dtypes "
+        f"({', '.join(sorted({str(d) for d in dtypes}))}); return the same dtype from every group"
     )
 
 
@@ -852,7 +859,7 @@ def _common_pad_dtype(name: str, dtypes: Sequence[np.dtype[Any]]) -> np.dtype[An
 
 def _shape_matches(shape: tuple[int, ...], expected: tuple[int, ...]) -> bool:
     return len(shape) == len(expected) and all(
-        want == -1 or got == want for got, want in zip(shape, expected)
+        want == -1 or got == want for got, want in zip(shape, expected, strict=True)
     )
 
 
@@ -860,7 +867,7 @@ def _is_bytes_dtype(dtype: Any) -> bool:
     return np.dtype(dtype).kind in "OS"
 
 
-def fill_optionals(**defaults: np.ndarray) -> Callable[[InferFn], InferFn]:
+def fill_optionals(**defaults: NDArray[Any]) -> Callable[[InferFn], InferFn]:
     """Fill inputs that a request left out with default values.
 
     Defaults are numpy arrays *without* the batch axis, matching the input's declared dtype and
@@ -881,12 +888,12 @@ def fill_optionals(**defaults: np.ndarray) -> Callable[[InferFn], InferFn]:
             its dtype or shape differs from the input's (checked on the first call, when the model
             is known).
     """
-    prepared: dict[str, np.ndarray] = {}
+    prepared: dict[str, NDArray[Any]] = {}
     for name, value in defaults.items():
         if not isinstance(value, np.ndarray):
             raise PyTritonTorchBadParameterError(
-                f"@fill_optionals: the default of {name!r} is a {type(value).__name__}; expected a numpy array "
-                f"without the batch axis, e.g. np.array([...], dtype=...)"
+                f"@fill_optionals: the default of {name!r} is a {type(value).__name__}; expected a numpy "
+                f"array without the batch axis, e.g. np.array([...], dtype=...)"
             )
         # BYTES travel as object arrays of bytes; fixed-width 'S' arrays would drop trailing NULs later on.
         prepared[name] = value.astype(object) if value.dtype.kind == "S" else value
@@ -899,8 +906,9 @@ def fill_optionals(**defaults: np.ndarray) -> Callable[[InferFn], InferFn]:
         unknown = sorted(set(defaults) - set(specs))
         if unknown:
             raise PyTritonTorchBadParameterError(
-                f"@fill_optionals: model {info.model_name!r} has no input(s) {', '.join(map(repr, unknown))}; "
-                f"declared inputs are {', '.join(repr(name) for name in specs) or 'none'}"
+                f"@fill_optionals: model {info.model_name!r} has no input(s) "
+                f"{', '.join(map(repr, unknown))}; declared inputs are "
+                f"{', '.join(repr(name) for name in specs) or 'none'}"
             )
         for name, value in defaults.items():
             spec = specs[name]
@@ -919,12 +927,12 @@ def fill_optionals(**defaults: np.ndarray) -> Callable[[InferFn], InferFn]:
             if not _shape_matches(tuple(value.shape), tuple(spec.shape)):
                 raise PyTritonTorchBadParameterError(
                     f"@fill_optionals: model {info.model_name!r}: the default of input {name!r} has shape "
-                    f"{tuple(value.shape)}; expected {tuple(spec.shape)} (-1: any size), the input's declared "
-                    f"shape without the batch axis"
+                    f"{tuple(value.shape)}; expected {tuple(spec.shape)} (-1: any size), the input's "
+                    f"declared shape without the batch axis"
                 )
         checked[id(info)] = info
 
-    def filled(value: np.ndarray, rows: int | None) -> np.ndarray:
+    def filled(value: NDArray[Any], rows: int | None) -> NDArray[Any]:
         if rows is None:
             return value.copy()
         return np.repeat(value[np.newaxis, ...], rows, axis=0)
@@ -946,13 +954,13 @@ def fill_optionals(**defaults: np.ndarray) -> Callable[[InferFn], InferFn]:
                 requests.append(_replace_data(request, data))
             return wrapped(requests, *args[1:], **kwargs)
         inputs = _kwargs_inputs(kwargs)
-        rows: int | None = None
+        batch_rows: int | None = None
         if info.batching:
-            rows = int(next(iter(inputs.values())).shape[0]) if inputs else 1
+            batch_rows = int(next(iter(inputs.values())).shape[0]) if inputs else 1
         new_kwargs = dict(kwargs)
         for name, value in prepared.items():
             if name not in new_kwargs:
-                new_kwargs[name] = filled(value, rows)
+                new_kwargs[name] = filled(value, batch_rows)
         return wrapped(*args, **new_kwargs)
 
     def decorate(func: InferFn) -> InferFn:
@@ -966,7 +974,7 @@ def fill_optionals(**defaults: np.ndarray) -> Callable[[InferFn], InferFn]:
 # --------------------------------------------------------------------------------------------
 
 
-def _all_rows_equal(values: np.ndarray) -> bool:
+def _all_rows_equal(values: NDArray[Any]) -> bool:
     if values.ndim == 0 or values.shape[0] <= 1:
         return True
     head, rest = values[:1], values[1:]
@@ -1024,10 +1032,10 @@ def first_value(
                 f"@first_value: input {name!r} has no rows to take a first value from"
             )
         if strict and not _all_rows_equal(values):
-            shown = np.array2string(values, threshold=20)
+            shown = " ".join(np.array2string(values, threshold=20, separator=", ").split())
             raise PyTritonTorchValidationError(
-                f"@first_value: the rows of input {name!r} are not all equal ({shown}); expected one value for "
-                f"the whole request, or use @first_value(..., strict=False) to take the first row anyway"
+                f"@first_value: the rows of input {name!r} are not all equal ({shown}); expected one value "
+                f"for the whole request, or use @first_value(..., strict=False) to take the first row anyway"
             )
         head = values[0]
         if squeeze_single_values and isinstance(head, np.ndarray) and all(dim == 1 for dim in head.shape):
@@ -1045,8 +1053,8 @@ def first_value(
         info = get_model_config(wrapped, instance)
         if not info.batching:
             raise PyTritonTorchBadParameterError(
-                f"@first_value: model {info.model_name!r} does not batch; the decorator takes the first row of "
-                f"batched inputs, so use it only with ModelConfig(batching=True)"
+                f"@first_value: model {info.model_name!r} does not batch; the decorator takes the first row "
+                f"of batched inputs, so use it only with ModelConfig(batching=True)"
             )
         if any(name not in _SPECIAL_KWARGS for name in kwargs) or not _is_requests_call(args):
             return wrapped(*args, **replaced(kwargs))
@@ -1064,7 +1072,7 @@ def first_value(
 # --------------------------------------------------------------------------------------------
 
 
-def _pad_rows(value: np.ndarray, target: int) -> np.ndarray:
+def _pad_rows(value: NDArray[Any], target: int) -> NDArray[Any]:
     extra = np.repeat(value[-1:], target - value.shape[0], axis=0)
     return np.concatenate([value, extra], axis=0)
 
@@ -1086,7 +1094,8 @@ def _pad_batch_wrapper(wrapped: InferFn, instance: Any, args: tuple[Any, ...], k
     if not inputs:
         if _is_requests_call(args):
             raise PyTritonTorchBadParameterError(
-                f"@pad_batch: {_fn_name(wrapped)} was called with a list of requests; put @pad_batch below @batch"
+                f"@pad_batch: {_fn_name(wrapped)} was called with a list of requests; put @pad_batch "
+                f"below @batch"
             )
         return wrapped(*args, **kwargs)
     rows = int(next(iter(inputs.values())).shape[0])

@@ -25,6 +25,8 @@ Example::
 from __future__ import annotations
 
 import atexit
+import contextlib
+import inspect
 import json
 import logging
 import os
@@ -120,25 +122,35 @@ class Triton:
 
     @property
     def http_url(self) -> str:
-        return f"http://{_connectable(self._config.effective_http_address)}:{self._config.effective_http_port}"
+        """Base URL of the HTTP endpoint (``http://127.0.0.1:8000``)."""
+        return (
+            f"http://{_connectable(self._config.effective_http_address)}:{self._config.effective_http_port}"
+        )
 
     @property
     def grpc_url(self) -> str:
-        return f"grpc://{_connectable(self._config.effective_grpc_address)}:{self._config.effective_grpc_port}"
+        """URL of the gRPC endpoint (``grpc://127.0.0.1:8001``)."""
+        return (
+            f"grpc://{_connectable(self._config.effective_grpc_address)}:{self._config.effective_grpc_port}"
+        )
 
     @property
     def metrics_url(self) -> str:
+        """URL of the Prometheus metrics page."""
         address = _connectable(self._config.effective_metrics_address)
         return f"http://{address}:{self._config.effective_metrics_port}/metrics"
 
     @property
     def workspace(self) -> Workspace | None:
+        """The private folder of the running server (None before start)."""
         return self._workspace
 
     def _start(self) -> None:
         with self._lock:
             if self._stopped:
-                raise PyTritonTorchInvalidOperationError("this Triton was stopped; create a new one to serve again")
+                raise PyTritonTorchInvalidOperationError(
+                    "this Triton was stopped; create a new one to serve again"
+                )
             if self._started:
                 return
             remove_stale_segments()
@@ -170,7 +182,9 @@ class Triton:
     @property
     def _admin_url(self) -> str:
         if self._config.allow_http is False:
-            raise PyTritonTorchInvalidOperationError("pytriton_torch needs the HTTP endpoint (allow_http=False)")
+            raise PyTritonTorchInvalidOperationError(
+                "pytriton_torch needs the HTTP endpoint (allow_http=False)"
+            )
         return self.http_url
 
     def _server_args(self) -> list[str]:
@@ -248,7 +262,9 @@ class Triton:
             self._stopped = True
         self._stop_requested.set()
         atexit.unregister(self.stop)
-        exit_timeout = float(self._config.exit_timeout_secs if self._config.exit_timeout_secs is not None else 30)
+        exit_timeout = float(
+            self._config.exit_timeout_secs if self._config.exit_timeout_secs is not None else 30
+        )
         if self._process is not None:
             if self._process.is_alive():
                 # Draining through unload first: tritonserver's own shutdown would otherwise wait the
@@ -283,7 +299,9 @@ class Triton:
             index = json.loads(self._admin_post("/v2/repository/index", b'{"ready": true}', timeout_s=5))
             names = sorted({entry["name"] for entry in index})
             for name in names:
-                self._admin_post(f"/v2/repository/models/{name}/unload", timeout_s=max(1.0, deadline - time.monotonic()))
+                self._admin_post(
+                    f"/v2/repository/models/{name}/unload", timeout_s=max(1.0, deadline - time.monotonic())
+                )
             while time.monotonic() < deadline:
                 index = json.loads(self._admin_post("/v2/repository/index", timeout_s=5))
                 if all(entry.get("state") not in ("READY", "UNLOADING", "LOADING") for entry in index):
@@ -338,7 +356,9 @@ class Triton:
         The call returns once the model is loaded and every instance is connected: requests sent
         afterwards never see 'unknown model'.
         """
-        fns = list(infer_func) if isinstance(infer_func, list | tuple) else [infer_func]
+        fns: list[Callable[..., Any]] = (
+            list(infer_func) if isinstance(infer_func, list | tuple) else [infer_func]  # type: ignore[list-item]
+        )
         model_config = config or ModelConfig()
         if model_config.decoupled is False and any(_is_generator(fn) for fn in fns):
             model_config = _replace_decoupled(model_config)
@@ -347,7 +367,9 @@ class Triton:
         )
         with self._lock:
             if self._stopped:
-                raise PyTritonTorchInvalidOperationError(f"cannot bind {model_name!r}: this Triton was stopped")
+                raise PyTritonTorchInvalidOperationError(
+                    f"cannot bind {model_name!r}: this Triton was stopped"
+                )
             if model_name in self._models:
                 raise PyTritonTorchInvalidOperationError(f"model {model_name!r} is already bound")
             self._models[model_name] = model
@@ -363,16 +385,18 @@ class Triton:
         model.write(self._workspace, self._shm_prefix, os.getpid(), self._connect_timeout_s)
         model.start_workers(self._workspace, self._shm_prefix, self._zmq, self._loop, self._on_fatal)
         try:
-            self._admin_post(f"/v2/repository/models/{model.name}/load", timeout_s=self._connect_timeout_s + 60)
+            self._admin_post(
+                f"/v2/repository/models/{model.name}/load", timeout_s=self._connect_timeout_s + 60
+            )
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
-            try:
+            with contextlib.suppress(ValueError):
                 detail = json.loads(detail).get("error", detail)
-            except ValueError:
-                pass
             raise PyTritonTorchModelError(f"model {model.name!r} failed to load: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise PyTritonTorchServerError(f"model {model.name!r}: cannot reach tritonserver: {exc}") from None
+            raise PyTritonTorchServerError(
+                f"model {model.name!r}: cannot reach tritonserver: {exc}"
+            ) from None
         LOGGER.info("model %r ready (%d instance(s))", model.name, len(model.infer_fns))
 
 
@@ -381,13 +405,13 @@ def _connectable(address: str) -> str:
 
 
 def _is_generator(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    inner = fn
+    """Whether ``fn`` (a function, method or callable object, maybe decorated) makes a stream."""
+    inner: Any = fn
     while hasattr(inner, "__wrapped__"):
         inner = inner.__wrapped__
-    target = getattr(inner, "__call__", inner) if not inspect.isfunction(inner) and not inspect.ismethod(inner) else inner
-    return inspect.isgeneratorfunction(target) or inspect.isasyncgenfunction(target)
+    if not (inspect.isfunction(inner) or inspect.ismethod(inner)):
+        inner = type(inner).__call__
+    return inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner)
 
 
 def _replace_decoupled(config: ModelConfig) -> ModelConfig:

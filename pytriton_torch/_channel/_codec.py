@@ -70,7 +70,9 @@ class Packer:
     def close(self) -> None:
         self._writer.close()
 
-    def pack(self, groups: Sequence[Mapping[str, np.ndarray]]) -> tuple[list[list[Descriptor]], list[Any], str]:
+    def pack(
+        self, groups: Sequence[Mapping[str, np.ndarray]]
+    ) -> tuple[list[list[Descriptor]], list[Any], str]:
         """Descriptors per group, raw frames, and the segment name ("" when unused)."""
         prepared: list[list[tuple[str, str, tuple[int, ...], np.ndarray | bytes]]] = []
         shm_bytes = 0
@@ -106,7 +108,7 @@ class Packer:
                     descriptors.append([name, datatype, list(shape), -1, offset, nbytes])
                 else:
                     descriptors.append([name, datatype, list(shape), len(frames), 0, size])
-                    frames.append(payload if isinstance(payload, bytes) else memoryview(payload).cast("B"))
+                    frames.append(payload if isinstance(payload, bytes) else payload.data.cast("B"))
             out.append(descriptors)
         return out, frames, self._writer.name if shm_bytes else ""
 

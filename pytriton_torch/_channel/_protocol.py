@@ -32,7 +32,7 @@ P_INFER_TIMEOUT = "pytriton_torch.infer_timeout_s"
 
 
 def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:
-    """ipc endpoint of one model instance's worker socket (short: socket paths are limited to 107 bytes)."""
+    """Ipc endpoint of one model instance's worker socket (short: socket paths are limited to 107 bytes)."""
     digest = hashlib.sha1(model_name.encode()).hexdigest()[:12]
     return f"ipc://{ipc_dir}/{digest}.{instance}"
 

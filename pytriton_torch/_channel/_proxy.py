@@ -81,7 +81,9 @@ class TritonPythonModel:
             groups, meta = [], []
             for request in requests:
                 groups.append({t.name(): t.as_numpy() for t in request.inputs()})
-                meta.append([request.parameters(), sorted(request.requested_output_names()), request.request_id()])
+                meta.append(
+                    [request.parameters(), sorted(request.requested_output_names()), request.request_id()]
+                )
             descriptors, frames, segment = self._packer.pack(groups)
             header = {"t": proto.INFER, "id": call_id, "reqs": descriptors, "meta": meta, "seg": segment}
             self._sock.send_multipart([proto.dumps(header), *frames], copy=False)

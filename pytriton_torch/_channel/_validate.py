@@ -39,7 +39,7 @@ def check_responses(
         raise PyTritonTorchValidationError(
             f"model {model!r}: the infer function returned {len(responses)} responses for {len(requests)} requests"
         )
-    specs = {t.name: t for t in info.outputs}
+    specs = {str(t.name): t for t in info.outputs}
     checked = []
     for request, response in zip(requests, responses, strict=True):
         if not hasattr(response, "items"):
@@ -66,12 +66,19 @@ def check_responses(
     return checked
 
 
-def _check_output(model: str, spec: Any, array: np.ndarray, batch_size: int | None, strict: bool) -> np.ndarray:
+def _check_output(
+    model: str, spec: Any, array: np.ndarray, batch_size: int | None, strict: bool
+) -> np.ndarray:
     name = spec.name
     want_dtype = np.dtype(spec.dtype)
     got, want = numpy_to_triton(array.dtype, what=f"output {name!r}"), numpy_to_triton(want_dtype)
     if got != want:
-        if strict or got == "BYTES" or want == "BYTES" or not np.can_cast(array.dtype, want_dtype, "same_kind"):
+        if (
+            strict
+            or got == "BYTES"
+            or want == "BYTES"
+            or not np.can_cast(array.dtype, want_dtype, "same_kind")
+        ):
             raise PyTritonTorchValidationError(
                 f"model {model!r}: output {name!r} has dtype {array.dtype} ({got}); expected {want_dtype} ({want})"
             )
@@ -88,7 +95,8 @@ def _check_output(model: str, spec: Any, array: np.ndarray, batch_size: int | No
     else:
         sample_shape = array.shape
     if strict and (
-        len(sample_shape) != len(per_sample) or any(e != -1 and g != e for g, e in zip(sample_shape, per_sample))
+        len(sample_shape) != len(per_sample)
+        or any(e != -1 and g != e for g, e in zip(sample_shape, per_sample, strict=True))
     ):
         raise PyTritonTorchValidationError(
             f"model {model!r}: output {name!r} has shape {list(array.shape)}; expected per-sample shape "

@@ -39,7 +39,9 @@ class EventLoopThread:
         with self._lock:
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="pytriton_torch-asyncio", daemon=True).start()
+                threading.Thread(
+                    target=self._loop.run_forever, name="pytriton_torch-asyncio", daemon=True
+                ).start()
             return self._loop
 
     def run(self, awaitable: Any) -> Any:
@@ -138,7 +140,9 @@ class InstanceWorker:
                 return
             if inspect.isawaitable(result):
                 result = self._loop.run(result)
-            self._send(ident, proto.OK, call_id, check_responses(self.info, requests, result, strict=self._strict))
+            self._send(
+                ident, proto.OK, call_id, check_responses(self.info, requests, result, strict=self._strict)
+            )
         except zmq.ContextTerminated:
             raise
         except Exception as exc:
@@ -154,7 +158,9 @@ class InstanceWorker:
                 result = self._loop.run(result)
             chunks = iter([result])
         for chunk in chunks:
-            self._send(ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict))
+            self._send(
+                ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict)
+            )
             self._wait_ack(call_id)
         self._sock.send_multipart([ident, proto.dumps({"t": proto.END, "id": call_id})])
 
@@ -172,8 +178,13 @@ class InstanceWorker:
 
     def _send_error(self, ident: Any, call_id: int, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
-        LOGGER.error("model %r instance %d: infer function failed: %s", self.info.model_name, self.index, message,
-                     exc_info=not isinstance(exc, ValueError | TypeError))
+        LOGGER.error(
+            "model %r instance %d: infer function failed: %s",
+            self.info.model_name,
+            self.index,
+            message,
+            exc_info=not isinstance(exc, ValueError | TypeError),
+        )
         self._sock.send_multipart([ident, proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
         if isinstance(exc, PyTritonTorchUnrecoverableError):
             self._on_fatal(f"model {self.info.model_name!r}: {message}")

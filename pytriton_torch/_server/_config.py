@@ -112,7 +112,11 @@ class TritonConfig:
 
     def merged_over(self, base: TritonConfig) -> TritonConfig:
         """This config with ``None`` fields taken from ``base``."""
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        given = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
         return dataclasses.replace(base, **given)
 
     @property
@@ -151,14 +155,17 @@ class TritonConfig:
         return out
 
     def to_args(self) -> list[str]:
-        """tritonserver command-line flags for the fields that are set."""
+        """Tritonserver command-line flags for the fields that are set."""
         args: list[str] = []
         values = dataclasses.asdict(self)
         values["http_address"] = self.effective_http_address
         values["grpc_address"] = self.effective_grpc_address
         values["metrics_address"] = self.effective_metrics_address
         if self.response_cache_byte_size is not None:
-            values["cache_config"] = [*(self.cache_config or []), f"local,size={self.response_cache_byte_size}"]
+            values["cache_config"] = [
+                *(self.cache_config or []),
+                f"local,size={self.response_cache_byte_size}",
+            ]
         for name, value in values.items():
             if value is None or name in self._NOT_FLAGS or name == "model_repository":
                 continue

@@ -107,8 +107,11 @@ class TritonProcess:
         return "".join(lines if last is None else lines[-last:])
 
     def start(self) -> None:
-        """Start the server. The thread that forks must outlive the child (PDEATHSIG is per thread),
-        so a dedicated thread starts it and then stays to read its output until it exits."""
+        """Start the server process and a thread that reads its output.
+
+        PDEATHSIG fires when the forking *thread* ends, so the reader thread forks the server and
+        then lives as long as it does.
+        """
         started = threading.Event()
         failure: list[BaseException] = []
 
@@ -168,7 +171,8 @@ class TritonProcess:
                 pass
             time.sleep(0.05)
         raise PyTritonTorchServerError(
-            f"tritonserver did not become live within {timeout_s:.0f}s. Last log lines:\n" + self.logs(last=40)
+            f"tritonserver did not become live within {timeout_s:.0f}s. Last log lines:\n"
+            + self.logs(last=40)
         )
 
     def stop(self, timeout_s: float, *, drained: bool = False) -> int | None:
