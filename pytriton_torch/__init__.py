@@ -16,12 +16,32 @@ Example::
 """
 
 from ._types import Request
+from .decorators import (
+    ConstantPadder,
+    batch,
+    fill_optionals,
+    first_value,
+    group_by_keys,
+    group_by_values,
+    pad_batch,
+    sample,
+    triton_context,
+)
 from .model_config import DeviceKind, DynamicBatcher, ModelConfig, QueuePolicy, Tensor, TimeoutAction
 from .triton import Triton, TritonConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConstantPadder",
+    "batch",
+    "fill_optionals",
+    "first_value",
+    "group_by_keys",
+    "group_by_values",
+    "pad_batch",
+    "sample",
+    "triton_context",
     "DeviceKind",
     "DynamicBatcher",
     "ModelConfig",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -67,7 +66,9 @@ def _params(requests: list[Request]) -> list[dict[str, Any]]:
     for r in requests:
         scale = float(r.parameters.get("scale", 1))
         header = r.parameters.get("x-tag", "none")
-        out.append({"y": r["x"] * scale, "tag": np.array([[header.encode()]] * r["x"].shape[0], dtype=object)})
+        out.append(
+            {"y": r["x"] * scale, "tag": np.array([[header.encode()]] * r["x"].shape[0], dtype=object)}
+        )
     return out
 
 
@@ -147,13 +148,25 @@ def served(triton: Triton) -> Triton:
         config=ModelConfig(max_batch_size=4),
     )
     triton.bind(
-        "params", _params, VEC, [*OUT, Tensor(name="tag", dtype=bytes, shape=(1,))], config=ModelConfig(max_batch_size=4)
+        "params",
+        _params,
+        VEC,
+        [*OUT, Tensor(name="tag", dtype=bytes, shape=(1,))],
+        config=ModelConfig(max_batch_size=4),
     )
     triton.bind("fails", _fails, VEC, OUT, config=ModelConfig(max_batch_size=4))
     triton.bind("async_double", _async_double, VEC, OUT, config=ModelConfig(max_batch_size=4))
-    triton.bind("nobatch", _double, [Tensor(name="x", dtype=F32, shape=(2, 3))], [Tensor(name="y", dtype=F32, shape=(2, 3))],
-                config=ModelConfig(batching=False))
-    stream_io = ([Tensor(name="n", dtype=np.int32, shape=(1,))], [Tensor(name="y", dtype=np.int32, shape=(1,))])
+    triton.bind(
+        "nobatch",
+        _double,
+        [Tensor(name="x", dtype=F32, shape=(2, 3))],
+        [Tensor(name="y", dtype=F32, shape=(2, 3))],
+        config=ModelConfig(batching=False),
+    )
+    stream_io = (
+        [Tensor(name="n", dtype=np.int32, shape=(1,))],
+        [Tensor(name="y", dtype=np.int32, shape=(1,))],
+    )
     triton.bind("stream", _stream, *stream_io, config=ModelConfig(max_batch_size=4, decoupled=True))
     triton.bind("astream", _astream, *stream_io, config=ModelConfig(max_batch_size=4, decoupled=True))
     triton.bind("wrong_dtype", _wrong_dtype, VEC, OUT, config=ModelConfig(max_batch_size=4))
@@ -166,8 +179,9 @@ def served(triton: Triton) -> Triton:
 
 
 def _http(triton: Triton) -> httpclient.InferenceServerClient:
-    return httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"), connection_timeout=120,
-                                            network_timeout=120)
+    return httpclient.InferenceServerClient(
+        triton.http_url.removeprefix("http://"), connection_timeout=120, network_timeout=120
+    )
 
 
 def _grpc(triton: Triton) -> grpcclient.InferenceServerClient:
@@ -178,7 +192,9 @@ def _infer_http(triton: Triton, model: str, **arrays: np.ndarray) -> httpclient.
     client = _http(triton)
     inputs = []
     for name, array in arrays.items():
-        dtype = "BYTES" if array.dtype == object else {np.float32: "FP32", np.int32: "INT32"}[array.dtype.type]
+        dtype = (
+            "BYTES" if array.dtype == object else {np.float32: "FP32", np.int32: "INT32"}[array.dtype.type]
+        )
         item = httpclient.InferInput(name, list(array.shape), dtype)
         item.set_data_from_numpy(array, binary_data=True)
         inputs.append(item)
@@ -220,7 +236,7 @@ def test_several_instances_run_concurrently(served: Triton) -> None:
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: _infer_http(served, "instances", x=x).as_numpy("y"), range(4)))
     elapsed = time.monotonic() - start
-    assert INSTANCES_SEEN == {0, 1}
+    assert {0, 1} == INSTANCES_SEEN
     assert sorted(int(r[0, 0]) for r in results) in ([0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 1])
     assert elapsed < 4 * 0.2 + 0.5  # serial would take >= 0.8 s plus overhead
 

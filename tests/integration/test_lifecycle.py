@@ -171,7 +171,7 @@ def test_signal_stops_a_serving_script_cleanly(tmp_path: Any, signum: int) -> No
         proc.send_signal(signum)
         assert proc.wait(timeout=60) == 0
         assert "BYE" in proc.stdout.read()
-        gone, alive = psutil.wait_procs(descendants, timeout=10)
+        _gone, alive = psutil.wait_procs(descendants, timeout=10)
         assert alive == []
         assert shm_entries(prefix) == []
     finally:
@@ -191,14 +191,16 @@ def test_sigkill_of_owner_leaves_nothing_after_next_start(tmp_path: Any) -> None
     descendants = psutil.Process(proc.pid).children(recursive=True)
     proc.kill()
     proc.wait()
-    gone, alive = psutil.wait_procs(descendants, timeout=20)
+    _gone, alive = psutil.wait_procs(descendants, timeout=20)
     assert alive == [], "tritonserver and stubs must exit when their owner is killed"
     with Triton(config=make_config()):
         assert shm_entries(prefix) == []
 
 
 def test_triton_config_args() -> None:
-    args = TritonConfig(http_port=1, log_verbose=1, exit_on_error=True, response_cache_byte_size=1024).to_args()
+    args = TritonConfig(
+        http_port=1, log_verbose=1, exit_on_error=True, response_cache_byte_size=1024
+    ).to_args()
     assert "--http-port=1" in args and "--log-verbose=1" in args and "--exit-on-error=true" in args
     assert "--cache-config=local,size=1024" in args
     assert "--http-address=127.0.0.1" in args and "--grpc-address=127.0.0.1" in args

@@ -150,7 +150,7 @@ def test_batch_list_output_needs_a_binding() -> None:
     def infer(x: np.ndarray) -> list[np.ndarray]:
         return [x]
 
-    with pytest.raises(PyTritonTorchValidationError, match="Triton.bind"):
+    with pytest.raises(PyTritonTorchValidationError, match=r"Triton.bind"):
         infer([req(x=f32([1]))])
 
 
@@ -172,7 +172,7 @@ def test_batch_rejects_scalar_output() -> None:
     def infer(x: np.ndarray) -> dict[str, Any]:
         return {"y": 1.5}
 
-    with pytest.raises(PyTritonTorchValidationError, match="'y'.*float"):
+    with pytest.raises(PyTritonTorchValidationError, match=r"'y'.*float"):
         infer([req(x=f32([1]))])
 
 
@@ -270,7 +270,9 @@ def test_batch_generator_checks_each_item() -> None:
 
     chunks = stream([req(x=f32([1], [2]))])
     assert next(chunks)[0]["y"].shape == (2, 1)
-    with pytest.raises(PyTritonTorchValidationError, match="output 'y'.*batch size 1.*expected batch size 2"):
+    with pytest.raises(
+        PyTritonTorchValidationError, match=r"output 'y'.*batch size 1.*expected batch size 2"
+    ):
         next(chunks)
 
 
@@ -551,7 +553,7 @@ def test_group_by_values_merges_coroutines_and_checks_group_sizes() -> None:
     def broken(g: np.ndarray) -> dict[str, np.ndarray]:
         return {"y": g[:1]}
 
-    with pytest.raises(PyTritonTorchValidationError, match="output 'y'.*group of 2 rows has batch size 1"):
+    with pytest.raises(PyTritonTorchValidationError, match=r"output 'y'.*group of 2 rows has batch size 1"):
         broken([req(g=np.array([[1], [2], [1]], dtype=np.int64))])
 
 
@@ -829,9 +831,9 @@ def test_unbound_functions_have_no_context() -> None:
     def infer(requests: list[Request], triton_context: TritonContext) -> list[dict[str, Any]]:
         return []
 
-    with pytest.raises(PyTritonTorchValidationError, match="Triton.bind"):
+    with pytest.raises(PyTritonTorchValidationError, match=r"Triton.bind"):
         infer([])
-    with pytest.raises(PyTritonTorchValidationError, match="Triton.bind"):
+    with pytest.raises(PyTritonTorchValidationError, match=r"Triton.bind"):
         get_model_config(infer)
 
 
