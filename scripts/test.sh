@@ -6,6 +6,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch==2.13.0 is pinned so pip takes the local CPU build instead of a multi-GB CUDA one.
 .venv/bin/python -m pip install -q -e '.[test]' torch==2.13.0
-.venv/bin/ruff check pytriton_torch tests examples benchmarks
+.venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/pytest -q -p no:cacheprovider "$@"

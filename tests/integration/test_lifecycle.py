@@ -204,3 +204,22 @@ def test_triton_config_args() -> None:
     assert "--http-port=1" in args and "--log-verbose=1" in args and "--exit-on-error=true" in args
     assert "--cache-config=local,size=1024" in args
     assert "--http-address=127.0.0.1" in args and "--grpc-address=127.0.0.1" in args
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, requests: list[Request]) -> list[dict[str, Any]]:
+        self.calls += 1
+        return [{"y": r["x"] * 2} for r in requests]
+
+
+def test_response_cache_answers_repeated_requests_without_calling_the_function() -> None:
+    counter = Counter()
+    with Triton(config=make_config(response_cache_byte_size=16 << 20)) as triton:
+        triton.bind("cached", counter, *IO, config=ModelConfig(max_batch_size=2, response_cache=True))
+        first = _query(triton.http_url, "cached")
+        second = _query(triton.http_url, "cached")
+    assert np.array_equal(first, second)
+    assert counter.calls == 1
