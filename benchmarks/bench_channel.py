@@ -303,8 +303,20 @@ class Server:
         except psutil.NoSuchProcess:
             return []
 
-    def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.pids())
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds so far of the tree by kind: tritonserver, stub (Python backend), python (user)."""
+        out = {"tritonserver": 0.0, "stub": 0.0, "python": 0.0}
+        if psutil is None:
+            return out
+        for pid in self.pids():
+            try:
+                proc = psutil.Process(pid)
+                name, t = proc.name(), proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            kind = "tritonserver" if name == "tritonserver" else "stub" if "stub" in name else "python"
+            out[kind] += t.user + t.system
+        return out
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -511,16 +523,16 @@ class ClientPool:
                 p.kill()
 
 
-def machine_busy() -> tuple[float, float]:
+def machine_busy() -> tuple[float, float, float]:
+    """(busy, idle, steal) CPU seconds of the whole machine so far."""
     if psutil is None:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     t = psutil.cpu_times()
-    return t.user + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0), t.idle + getattr(
-        t, "iowait", 0
-    )
+    busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0)
+    return busy, t.idle + getattr(t, "iowait", 0), getattr(t, "steal", 0.0)
 
 
-def measure(
+def run_window(
     pool: ClientPool,
     server: Server,
     model: str,
@@ -530,7 +542,7 @@ def measure(
     warmup_s: float,
     duration_s: float,
 ) -> dict[str, Any]:
-    """Run ``concurrency`` closed-loop clients as ``procs`` processes x threads; stats of the window."""
+    """``concurrency`` closed-loop clients (``procs`` processes x threads): warm up, then one window."""
     procs = min(procs, concurrency)
     if concurrency % procs:
         raise ValueError(f"concurrency {concurrency} does not split over {procs} processes")
@@ -550,35 +562,62 @@ def measure(
         outs.extend(part)
     starts = np.array([s for o in outs for s in o["starts"]])
     ends = np.array([e for o in outs for e in o["ends"]])
-    errors = [m for o in outs for m in o["errors"]]
-    done = int(np.count_nonzero((ends >= t0) & (ends <= t1)))
     inside = (starts >= t0) & (ends <= t1)
-    lat_ms = (ends[inside] - starts[inside]) * 1e3
+    busy, idle, steal = (b - a for a, b in zip(cpu0[2], cpu1[2], strict=True))
+    return {
+        "layout": f"{procs}x{threads}",
+        "duration_s": duration_s,
+        "completed": int(np.count_nonzero((ends >= t0) & (ends <= t1))),
+        "lat_ms": (ends[inside] - starts[inside]) * 1e3,
+        "errors": [m for o in outs for m in o["errors"]],
+        "server_cpu_s": sum(cpu1[0].values()) - sum(cpu0[0].values()),
+        "server_cpu_by_kind_s": {k: cpu1[0][k] - cpu0[0][k] for k in cpu0[0]},
+        "client_cpu_s": cpu1[1] - cpu0[1],
+        "busy_s": busy,
+        "idle_s": idle,
+        "steal_s": steal,
+        "first": next((o["first"] for o in outs if o.get("first") is not None), None),
+    }
+
+
+def summarize(model: str, concurrency: int, windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pool the windows of one setup and case: total completions over total time, pooled latencies."""
+    done = sum(w["completed"] for w in windows)
+    duration = sum(w["duration_s"] for w in windows)
+    lat_ms = np.concatenate([w["lat_ms"] for w in windows])
     pct = np.percentile(lat_ms, [50, 90, 99]) if lat_ms.size else [float("nan")] * 3
-    busy = cpu1[2][0] - cpu0[2][0]
-    idle = cpu1[2][1] - cpu0[2][1]
-    # CPU that neither the server tree nor the clients used: other load on the machine (noise).
-    ours = (cpu1[0] - cpu0[0]) + (cpu1[1] - cpu0[1])
-    other = (busy - ours) / (busy + idle) if busy + idle > 0 else None
-    first = next((o["first"] for o in outs if o.get("first") is not None), None)
+    errors = [m for w in windows for m in w["errors"]]
+    server_cpu = sum(w["server_cpu_s"] for w in windows)
+    client_cpu = sum(w["client_cpu_s"] for w in windows)
+    busy = sum(w["busy_s"] for w in windows)
+    capacity = busy + sum(w["idle_s"] for w in windows)
     return {
         "model": model,
         "concurrency": concurrency,
-        "layout": f"{procs}x{threads}",
-        "duration_s": duration_s,
+        "layout": windows[0]["layout"],
+        "windows": len(windows),
+        "duration_s": duration,
         "completed": done,
-        "throughput_rps": done / duration_s,
+        "throughput_rps": done / duration,
+        "window_throughput_rps": [w["completed"] / w["duration_s"] for w in windows],
+        "window_p50_ms": [float(np.median(w["lat_ms"])) if w["lat_ms"].size else None for w in windows],
         "p50_ms": float(pct[0]),
         "p90_ms": float(pct[1]),
         "p99_ms": float(pct[2]),
         "mean_ms": float(lat_ms.mean()) if lat_ms.size else float("nan"),
         "errors": len(errors),
         "error_samples": errors[:3],
-        "server_cpu_ms_per_req": (cpu1[0] - cpu0[0]) * 1e3 / done if done else None,
-        "client_cpu_ms_per_req": (cpu1[1] - cpu0[1]) * 1e3 / done if done else None,
-        "machine_busy_fraction": busy / (busy + idle) if busy + idle > 0 else None,
-        "other_cpu_fraction": other,
-        "_first_output": first,
+        "server_cpu_ms_per_req": server_cpu * 1e3 / done if done else None,
+        "server_cpu_ms_per_req_by_process": {
+            kind: sum(w["server_cpu_by_kind_s"][kind] for w in windows) * 1e3 / done if done else None
+            for kind in windows[0]["server_cpu_by_kind_s"]
+        },
+        "client_cpu_ms_per_req": client_cpu * 1e3 / done if done else None,
+        "machine_busy_fraction": busy / capacity if capacity > 0 else None,
+        # CPU that neither this server tree nor the clients used: other load on the machine (noise)
+        "other_cpu_fraction": (busy - server_cpu - client_cpu) / capacity if capacity > 0 else None,
+        "steal_fraction": sum(w["steal_s"] for w in windows) / capacity if capacity > 0 else None,
+        "_first_output": next((w["first"] for w in windows if w["first"] is not None), None),
     }
 
 
@@ -639,10 +678,16 @@ def wait_for_idle(timeout_s: float) -> None:
         if busy < 15 and not other_tritonservers(set()):
             return
         print(
-            f"waiting for a quiet machine (CPU {busy:.0f}%, other tritonservers: {len(other_tritonservers(set()))})"
+            f"waiting for a quiet machine (CPU {busy:.0f}%, "
+            f"other tritonservers: {len(other_tritonservers(set()))})"
         )
         time.sleep(2)
     print("WARNING: the machine did not become quiet; measuring anyway")
+
+
+def _rotated(items: list[Any], by: int) -> list[Any]:
+    by %= max(1, len(items))
+    return items[by:] + items[:by]
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -703,7 +748,8 @@ def report(
 ) -> str:
     ic = image_key.split("_c")[1]
     lines = [
-        f"| setup | linear c1 p50 ms | p90 ms | p99 ms | linear c8 req/s | image c1 p50 ms | image c{ic} req/s |",
+        "| setup | linear c1 p50 ms | p90 ms | p99 ms | linear c8 req/s | image c1 p50 ms"
+        f" | image c{ic} req/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for setup in SETUPS:
@@ -727,13 +773,16 @@ def report(
         )
     lines += [
         "",
-        "| setup | case | server CPU ms/req | client CPU ms/req | machine busy | other load |",
+        "| setup | case | server CPU ms/req (tritonserver / stub / python) | client CPU ms/req"
+        " | machine busy | other load |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for setup in SETUPS:
         for key, m in results.get(setup, {}).get("measurements", {}).items():
+            kinds = m.get("server_cpu_ms_per_req_by_process") or {}
+            split = " / ".join(_fmt(kinds.get(k), 2) for k in ("tritonserver", "stub", "python"))
             lines.append(
-                f"| {setup} | {key} | {_fmt(m.get('server_cpu_ms_per_req'), 3)}"
+                f"| {setup} | {key} | {_fmt(m.get('server_cpu_ms_per_req'), 3)} ({split})"
                 f" | {_fmt(m.get('client_cpu_ms_per_req'), 3)} | {_pct(m.get('machine_busy_fraction'))}"
                 f" | {_pct(m.get('other_cpu_fraction'))} |"
             )
@@ -742,8 +791,16 @@ def report(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement (default 8)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds before each measurement")
+    parser.add_argument(
+        "--duration", type=float, default=8.0, help="seconds per measurement and setup (default 8)"
+    )
+    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds before each window")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="split each measurement into this many windows, interleaved across the setups (default 2)",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=HERE / "results" / "channel.json")
     parser.add_argument(
         "--setups", default=",".join(SETUPS), help="comma-separated subset of " + ",".join(SETUPS)
@@ -752,7 +809,7 @@ def main() -> int:
         "--layout",
         type=int,
         default=None,
-        help="client processes for concurrency 8 (threads = 8 / processes); default: probe 8, 4, 2, 1 on the limit",
+        help="client processes for concurrency 8 (threads = 8 / processes); default: probe 8, 4, 2, 1",
     )
     parser.add_argument("--probe-duration", type=float, default=3.0, help="seconds per layout probe")
     parser.add_argument("--image-concurrency", type=int, default=4, choices=(4, 8))
@@ -760,7 +817,7 @@ def main() -> int:
         "--style",
         choices=("plain", "batch"),
         default="plain",
-        help="infer function for pytriton/pytriton_torch: plain list-of-requests function (default) or @batch",
+        help="infer function of pytriton/pytriton_torch: plain list-of-requests function or @batch",
     )
     parser.add_argument(
         "--wait-idle",
@@ -796,74 +853,122 @@ def main() -> int:
     info = machine_info()
     foreign = other_tritonservers(set())
     if foreign:
-        print(
-            f"WARNING: {len(foreign)} other tritonserver process(es) run on this machine; numbers will be noisy"
-        )
+        print(f"WARNING: {len(foreign)} other tritonserver process(es) run here; numbers will be noisy")
     print(f"machine: {info['nproc']} cpus ({info['cpu_model']}), load {info['load_average_at_start']}")
 
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {s: {"measurements": {}} for s in setups}
+    servers: dict[str, Server] = {}
     layout_probe: dict[str, Any] = {}
     procs8 = args.layout
     pool = ClientPool(8)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench_channel-"))
     all_tree: set[int] = set()
+
+    def fail(setup: str, exc: BaseException) -> None:
+        results[setup]["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"[{setup}] FAILED: {results[setup]['error']}")
+        servers.pop(setup, None)
+
     try:
+        # All servers stay up (idle ones cost next to no CPU) so that their windows can be interleaved:
+        # slow drifts and other load on the machine then hit every setup alike.
         for setup in setups:
             server = Server(setup, workdir / setup, args.style)
             server.workdir.mkdir(parents=True)
-            entry: dict[str, Any] = {"measurements": {}}
-            results[setup] = entry
+            servers[setup] = server
             try:
-                entry["startup_s"] = round(server.start(), 2)
+                results[setup]["startup_s"] = round(server.start(), 2)
                 all_tree |= server.tree
-                entry["server_metadata"] = server.metadata()
-                print(f"[{setup}] ready in {entry['startup_s']}s (gRPC {server.grpc_url})")
-                if procs8 is None:
-                    for procs in (8, 4, 2, 1):
-                        m = measure(
-                            pool, server, "linear", inputs["linear"], 8, procs, 1.0, args.probe_duration
-                        )
-                        layout_probe[m["layout"]] = {
-                            "setup": setup,
-                            "throughput_rps": m["throughput_rps"],
-                            "p50_ms": m["p50_ms"],
-                            "errors": m["errors"],
-                        }
-                        print(f"[{setup}] layout probe {m['layout']}: {m['throughput_rps']:,.0f} req/s")
-                    procs8 = int(
-                        max(layout_probe.items(), key=lambda kv: kv[1]["throughput_rps"])[0].split("x")[0]
-                    )
-                    print(
-                        f"[{setup}] chosen client layout for c8: {procs8} process(es) x {8 // procs8} thread(s)"
-                    )
-                plan = [
-                    ("linear_c1", "linear", 1),
-                    ("linear_c8", "linear", 8),
-                    ("image_c1", "image", 1),
-                    (image_key, "image", args.image_concurrency),
-                ]
-                for key, model, conc in plan:
-                    m = measure(pool, server, model, inputs[model], conc, procs8, args.warmup, args.duration)
-                    entry["measurements"][key] = m
-                    print(
-                        f"[{setup}] {key:10s} {m['throughput_rps']:9,.0f} req/s  p50 {m['p50_ms']:7.3f} ms  "
-                        f"p90 {m['p90_ms']:7.3f}  p99 {m['p99_ms']:7.3f}  ({m['layout']}, errors {m['errors']})"
-                    )
-                    if m["errors"]:
-                        print(f"[{setup}]   errors: {m['error_samples']}")
-                    if (m["other_cpu_fraction"] or 0) > 0.1:
-                        print(
-                            f"[{setup}]   WARNING: {_pct(m['other_cpu_fraction'])} of the CPUs went to other load"
-                        )
+                results[setup]["server_metadata"] = server.metadata()
+                print(f"[{setup}] ready in {results[setup]['startup_s']}s (gRPC {server.grpc_url})")
             except Exception as exc:
-                entry["error"] = f"{type(exc).__name__}: {exc}"
-                print(f"[{setup}] FAILED: {entry['error']}")
-            finally:
-                all_tree |= set(server.pids())
-                entry["stop"] = server.stop()
-                entry["log_tail"] = server.log_tail(15)
-                print(f"[{setup}] stopped in {entry['stop'].get('stop_s')}s")
+                fail(setup, exc)
+
+        if procs8 is None:
+            probe_setup = "limit" if "limit" in servers else next(iter(servers), None)
+            if probe_setup is None:
+                raise RuntimeError("no server started")
+            windows: dict[int, list[dict[str, Any]]] = {p: [] for p in (8, 4, 2, 1)}
+            for rnd in range(args.rounds):
+                for procs in _rotated(list(windows), rnd):
+                    windows[procs].append(
+                        run_window(
+                            pool,
+                            servers[probe_setup],
+                            "linear",
+                            inputs["linear"],
+                            8,
+                            procs,
+                            1.0,
+                            args.probe_duration / args.rounds,
+                        )
+                    )
+            for ws in windows.values():
+                m = summarize("linear", 8, ws)
+                layout_probe[m["layout"]] = {
+                    "setup": probe_setup,
+                    "throughput_rps": m["throughput_rps"],
+                    "p50_ms": m["p50_ms"],
+                    "errors": m["errors"],
+                    "other_cpu_fraction": m["other_cpu_fraction"],
+                }
+                print(f"[{probe_setup}] layout probe {m['layout']}: {m['throughput_rps']:,.0f} req/s")
+            best = max(layout_probe.items(), key=lambda kv: kv[1]["throughput_rps"])[0]
+            procs8 = int(best.split("x")[0])
+            print(f"chosen client layout for concurrency 8: {procs8} process(es) x {8 // procs8} thread(s)")
+
+        plan = [
+            ("linear_c1", "linear", 1),
+            ("linear_c8", "linear", 8),
+            ("image_c1", "image", 1),
+            (image_key, "image", args.image_concurrency),
+        ]
+        for key, model, conc in plan:
+            case_windows: dict[str, list[dict[str, Any]]] = {s: [] for s in servers}
+            for rnd in range(args.rounds):
+                for setup in _rotated(list(servers), rnd):
+                    if setup not in servers:
+                        continue
+                    try:
+                        case_windows[setup].append(
+                            run_window(
+                                pool,
+                                servers[setup],
+                                model,
+                                inputs[model],
+                                conc,
+                                procs8,
+                                args.warmup,
+                                args.duration / args.rounds,
+                            )
+                        )
+                        if not servers[setup].proc or servers[setup].proc.poll() is not None:
+                            raise RuntimeError(f"server exited:\n{servers[setup].log_tail()}")
+                    except Exception as exc:
+                        fail(setup, exc)
+            for setup, ws in case_windows.items():
+                if setup not in servers or not ws:
+                    continue
+                m = summarize(model, conc, ws)
+                results[setup]["measurements"][key] = m
+                spread = "/".join(f"{t:,.0f}" for t in m["window_throughput_rps"])
+                print(
+                    f"[{setup}] {key:10s} {m['throughput_rps']:9,.0f} req/s ({spread})"
+                    f"  p50 {m['p50_ms']:7.3f} ms  p90 {m['p90_ms']:7.3f}  p99 {m['p99_ms']:7.3f}"
+                    f"  ({m['layout']}, errors {m['errors']}, "
+                    f"other load {_pct(m['other_cpu_fraction'])})"
+                )
+                if m["errors"]:
+                    print(f"[{setup}]   errors: {m['error_samples']}")
     finally:
+        for setup, server in servers.items():
+            all_tree |= set(server.pids())
+            results[setup]["stop"] = server.stop()
+            print(f"[{setup}] stopped in {results[setup]['stop'].get('stop_s')}s")
+        for setup in setups:
+            log = workdir / setup / f"{setup}.log"
+            if log.exists():
+                results[setup]["log_tail"] = log.read_text(errors="replace").splitlines()[-15:]
         pool.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -916,6 +1021,7 @@ def main() -> int:
         "settings": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "rounds": args.rounds,
             "client": "tritonclient.grpc.InferenceServerClient.infer (sync), closed loop",
             "client_layout_c8": f"{procs8}x{8 // procs8}" if procs8 else None,
             "client_layout_probe": layout_probe,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,8 @@ class TritonContext:
 def inject_context(fn: Callable[..., Any], info: ModelInfo) -> None:
     """Attach ``info`` to ``fn`` (and to its owner object when ``fn`` is a bound method)."""
     owner = getattr(fn, "__self__", None)
+    if inspect.ismodule(owner):  # builtins report their module as __self__; never write to a module
+        owner = None
     target: Any = owner if owner is not None else fn
     context: TritonContext | None = getattr(target, "__triton_context__", None)
     if context is None:

@@ -67,7 +67,12 @@ class Tensor:
             raise PyTritonTorchValidationError(
                 f"Tensor {self.name!r}: shape must be a tuple of ints, got {self.shape!r}"
             )
-        shape = tuple(int(d) for d in self.shape)
+        try:
+            shape = tuple(int(d) for d in self.shape)
+        except (TypeError, ValueError):
+            raise PyTritonTorchValidationError(
+                f"Tensor {self.name!r}: shape must be a tuple of ints, got {self.shape!r}"
+            ) from None
         if any(d < -1 or d == 0 for d in shape):
             raise PyTritonTorchValidationError(
                 f"Tensor {self.name!r}: shape dimensions must be positive or -1, got {shape}"

@@ -108,7 +108,9 @@ class Packer:
                     descriptors.append([name, datatype, list(shape), -1, offset, nbytes])
                 else:
                     descriptors.append([name, datatype, list(shape), len(frames), 0, size])
-                    frames.append(payload if isinstance(payload, bytes) else payload.data.cast("B"))
+                    frames.append(
+                        payload if isinstance(payload, bytes) else payload.reshape(-1).data.cast("B")
+                    )
             out.append(descriptors)
         return out, frames, self._writer.name if shm_bytes else ""
 

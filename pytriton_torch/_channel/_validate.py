@@ -71,7 +71,10 @@ def _check_output(
 ) -> np.ndarray:
     name = spec.name
     want_dtype = np.dtype(spec.dtype)
-    got, want = numpy_to_triton(array.dtype, what=f"output {name!r}"), numpy_to_triton(want_dtype)
+    got, want = (
+        numpy_to_triton(array.dtype, what=f"model {model!r}: output {name!r}"),
+        numpy_to_triton(want_dtype),
+    )
     if got != want:
         if (
             strict
