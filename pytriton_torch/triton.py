@@ -380,6 +380,84 @@ class Triton:
                     del self._models[model_name]
                     raise
 
+    def bind_module(
+        self,
+        model_name: str,
+        module: Any,
+        *,
+        example_inputs: Any,
+        method: str = "forward",
+        inputs: Sequence[Tensor] | None = None,
+        outputs: Sequence[Tensor] | None = None,
+        device: Any = "auto",
+        instances: int = 1,
+        config: ModelConfig | None = None,
+        dynamic_axes: dict[str, Sequence[int]] | None = None,
+        autocast: Any = None,
+        inference_mode: bool = True,
+        compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
+        warmup_runs: int = 1,
+        strict: bool = False,
+    ) -> list[Any]:
+        """Serve a ``torch.nn.Module`` (eager, TorchScript, compiled or ``torch.export``-ed) in one call.
+
+        Input names come from the served method's signature, dtypes and per-sample shapes from
+        ``example_inputs`` (dim 0 is the batch axis when batching); outputs from one example call:
+        a Tensor is ``OUTPUT__0``, a tuple/list gives ``OUTPUT__<i>``, a dict keeps its keys. Explicit
+        ``inputs``/``outputs`` override what was derived. The example call and ``warmup_runs`` per
+        instance (and ``torch.compile``) happen before the model is loaded, so it is ready warm.
+
+        Example::
+
+            net = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU())
+            triton.bind_module("mlp", net, example_inputs=torch.zeros(1, 16), instances=2)
+
+        Args:
+            model_name: Served name.
+            module: The module (or any object with ``method``).
+            example_inputs: A Tensor, a tuple of Tensors (positional) or a dict name -> Tensor.
+            method: Method to serve (``forward`` by default).
+            inputs: Explicit input specs (override the derived ones).
+            outputs: Explicit output specs; given under other names they rename outputs in order.
+            device: ``"auto"`` (cuda if available, else cpu), a device, or a list of devices that
+                instances are spread over.
+            instances: Model instances; those on one device share one copy of the weights.
+            config: Batching options (default ``ModelConfig(max_batch_size=64)``).
+            dynamic_axes: Input name -> axes (of the example, batch axis = 0) that vary; also marks
+                outputs' dims variable.
+            autocast: ``"float16"``/``"bfloat16"`` (or a torch dtype) to run under autocast.
+            inference_mode: Run under ``torch.inference_mode()`` (default) or only no_grad-free.
+            compile: Wrap the method in ``torch.compile``.
+            compile_options: Keyword arguments for ``torch.compile``.
+            warmup_runs: Example calls per instance before the model goes live.
+            strict: Check outputs against the specs on every call.
+
+        Returns:
+            The instance runners (one per instance), e.g. to inspect their devices.
+        """
+        from ._torch._bind import bind_module
+
+        return bind_module(
+            self,
+            model_name,
+            module,
+            example_inputs=example_inputs,
+            method=method,
+            inputs=inputs,
+            outputs=outputs,
+            device=device,
+            instances=instances,
+            config=config,
+            dynamic_axes=dynamic_axes,
+            autocast=autocast,
+            inference_mode=inference_mode,
+            compile=compile,
+            compile_options=compile_options,
+            warmup_runs=warmup_runs,
+            strict=strict,
+        )
+
     def _load(self, model: BoundModel) -> None:
         assert self._workspace is not None and self._zmq is not None
         model.write(self._workspace, self._shm_prefix, os.getpid(), self._connect_timeout_s)

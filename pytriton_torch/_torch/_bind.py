@@ -1,0 +1,179 @@
+"""``Triton.bind_module``: serve a ``torch.nn.Module`` (eager, scripted, compiled or exported)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..exceptions import PyTritonTorchValidationError
+from ..model_config import ModelConfig, Tensor
+from ._runner import ModuleRunner
+from ._spec import flatten_outputs, input_names, input_specs, output_specs
+
+if TYPE_CHECKING:
+    from ..triton import Triton
+
+LOGGER = logging.getLogger("pytriton_torch.torch")
+
+_AUTOCAST = {
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def resolve_devices(
+    device: str | torch.device | Sequence[str | torch.device], instances: int
+) -> list[torch.device]:
+    """One device per instance: "auto" -> cuda if available else cpu; a list is used round-robin."""
+    if isinstance(device, str | torch.device):
+        choice = ("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" else device
+        devices = [torch.device(choice)]
+    else:
+        devices = [torch.device(d) for d in device]
+        if not devices:
+            raise PyTritonTorchValidationError("device list is empty; give at least one device")
+    for dev in devices:
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise PyTritonTorchValidationError(
+                f"device {dev} requested but CUDA is not available on this machine"
+            )
+    return [devices[i % len(devices)] for i in range(instances)]
+
+
+def _examples(example_inputs: Any, what: str) -> tuple[list[str] | None, list[torch.Tensor]]:
+    if isinstance(example_inputs, torch.Tensor):
+        return None, [example_inputs]
+    if isinstance(example_inputs, Mapping):
+        return [str(k) for k in example_inputs], list(example_inputs.values())
+    if isinstance(example_inputs, list | tuple):
+        return None, list(example_inputs)
+    raise PyTritonTorchValidationError(
+        f"{what}: example_inputs is {type(example_inputs).__name__}; expected a Tensor, a tuple of Tensors or a dict"
+    )
+
+
+def _autocast_dtype(autocast: str | torch.dtype | None) -> torch.dtype | None:
+    if autocast is None or isinstance(autocast, torch.dtype):
+        return autocast
+    try:
+        return _AUTOCAST[autocast]
+    except KeyError:
+        raise PyTritonTorchValidationError(
+            f"autocast={autocast!r} is not supported; expected one of {', '.join(_AUTOCAST)} or a torch dtype"
+        ) from None
+
+
+def bind_module(
+    triton: Triton,
+    model_name: str,
+    module: torch.nn.Module,
+    *,
+    example_inputs: Any,
+    method: str = "forward",
+    inputs: Sequence[Tensor] | None = None,
+    outputs: Sequence[Tensor] | None = None,
+    device: str | torch.device | Sequence[str | torch.device] = "auto",
+    instances: int = 1,
+    config: ModelConfig | None = None,
+    dynamic_axes: Mapping[str, Sequence[int]] | None = None,
+    autocast: str | torch.dtype | None = None,
+    inference_mode: bool = True,
+    compile: bool = False,
+    compile_options: Mapping[str, Any] | None = None,
+    warmup_runs: int = 1,
+    strict: bool = False,
+) -> list[ModuleRunner]:
+    """Implementation of :meth:`pytriton_torch.triton.Triton.bind_module`; returns the instance runners."""
+    what = f"model {model_name!r}"
+    config = config or ModelConfig(max_batch_size=64)
+    if instances < 1:
+        raise PyTritonTorchValidationError(f"{what}: instances must be >= 1, got {instances}")
+    if not callable(getattr(module, method, None)):
+        raise PyTritonTorchValidationError(
+            f"{what}: {type(module).__name__} has no method {method!r} to serve"
+        )
+    devices = resolve_devices(device, instances)
+    cast = _autocast_dtype(autocast)
+    given_names, examples = _examples(example_inputs, what)
+
+    # One module object per device: instances on that device share its weights.
+    per_device: dict[torch.device, Any] = {}
+    for dev in dict.fromkeys(devices):
+        placed = module.to(dev) if hasattr(module, "to") and dev != torch.device("cpu") else module
+        if hasattr(placed, "eval"):
+            placed.eval()
+        target = getattr(placed, method)
+        if compile:
+            LOGGER.info("%s: compiling %s.%s for %s", what, type(module).__name__, method, dev)
+            target = torch.compile(target, **dict(compile_options or {}))
+        per_device[dev] = target
+
+    names = given_names or input_names(getattr(module, method), len(examples), what)
+    derived_inputs = input_specs(
+        names, examples, batching=config.batching, dynamic_axes=dynamic_axes, what=what
+    )
+    first = ModuleRunner(
+        per_device[devices[0]],
+        model_name=model_name,
+        input_names=names,
+        output_names={},
+        device=devices[0],
+        batching=config.batching,
+        autocast=cast,
+        inference_mode=inference_mode,
+    )
+    LOGGER.info("%s: example call on %s to derive outputs and warm up", what, devices[0])
+    example_outputs = first.run(examples)
+    derived_outputs = output_specs(
+        example_outputs, batching=config.batching, dynamic=bool(dynamic_axes), what=what
+    )
+    final_inputs, _ = _override(derived_inputs, inputs, "input")
+    final_outputs, renames = _override(derived_outputs, outputs, "output")
+    runners = [
+        ModuleRunner(
+            per_device[dev],
+            model_name=model_name,
+            input_names=[str(t.name) for t in final_inputs],
+            output_names=renames,
+            device=dev,
+            batching=config.batching,
+            autocast=cast,
+            inference_mode=inference_mode,
+        )
+        for dev in devices
+    ]
+    for runner in runners:
+        for _ in range(max(0, warmup_runs)):
+            flatten_outputs(runner.run(examples), what)
+        if runner.stream is not None:
+            runner.stream.synchronize()
+    triton.bind(model_name, runners, final_inputs, final_outputs, config=config, strict=strict)
+    return runners
+
+
+def _override(
+    derived: Sequence[Tensor], given: Sequence[Tensor] | None, kind: str
+) -> tuple[list[Tensor], dict[str, str]]:
+    """Explicit specs win over derived ones.
+
+    Returns the specs to serve and, for outputs, module name -> served name: given specs that use
+    the module's names match by name, others rename the module's tensors by position.
+    """
+    identity = {str(t.name): str(t.name) for t in derived}
+    if given is None:
+        return list(derived), identity
+    derived_names = [str(t.name) for t in derived]
+    given_names = [str(t.name) for t in given]
+    if set(given_names) <= set(derived_names):
+        return list(given), {name: name for name in given_names}
+    if len(given) != len(derived):
+        raise PyTritonTorchValidationError(
+            f"{len(given)} {kind} spec(s) {given_names} given but the module has {len(derived)} {kind}(s) "
+            f"{derived_names}; use the module's names, or give one spec per {kind} to rename them in order"
+        )
+    return list(given), dict(zip(derived_names, given_names, strict=True))
