@@ -188,7 +188,7 @@ def test_bind_module_errors(triton: Triton) -> None:
         if torch.cuda.is_available():
             pytest.skip("needs a machine without CUDA")
         triton.bind_module("e2", NET, method="embed", example_inputs=torch.zeros(1, 4), device="cuda:0")
-    with pytest.raises(PyTritonTorchValidationError, match="expected a torch.Tensor"):
+    with pytest.raises(PyTritonTorchValidationError, match=r"expected a torch\.Tensor"):
         triton.bind_module("e3", NET, method="embed", example_inputs=[np.zeros((1, 4))])
     with pytest.raises(PyTritonTorchValidationError, match="autocast='int8' is not supported"):
         triton.bind_module("e4", NET, method="embed", example_inputs=torch.zeros(1, 4), autocast="int8")
