@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Channel benchmark: the same models behind three servers, queried by the same gRPC client.
 
-Setups (one at a time, each server in its own process tree):
+Setups (each server in its own process tree; all stay up and their measurement windows are
+interleaved, so drift and other load on the machine hit every setup alike):
 
 * ``limit``           Triton's Python backend with the model inside the stub (no extra hop).
 * ``pytriton``        PyTriton 0.7 (``pytriton.triton.Triton.bind``).
@@ -15,7 +16,8 @@ Cases:
   p50 at concurrency 1, throughput at concurrency 4.
 
 Both models: ``max_batch_size`` 64, dynamic batching, one CPU instance, ``torch.set_num_threads(1)``.
-Clients are separate processes running ``tritonclient.grpc.InferenceServerClient.infer`` in a loop.
+Clients are separate processes running ``tritonclient.grpc.InferenceServerClient.infer`` in a loop
+(concurrency 8 as 2 processes x 4 threads by default, see ``--layout``).
 
 Usage::
 
@@ -294,6 +296,15 @@ class Server:
         except (urllib.error.URLError, OSError, ValueError):
             return {}
 
+    def batch_counts(self, model: str) -> tuple[int, int] | None:
+        """(inferences, executions) so far from Triton's statistics (None where they are restricted)."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/models/{model}/stats", timeout=5) as r:
+                stats = json.loads(r.read())["model_stats"][0]
+            return int(stats["inference_count"]), int(stats["execution_count"])
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError):
+            return None
+
     def pids(self) -> list[int]:
         if self.proc is None or psutil is None:
             return [] if self.proc is None else [self.proc.pid]
@@ -554,8 +565,10 @@ def run_window(
         q.put(task)
     time.sleep(max(0.0, t0 - time.monotonic()))
     cpu0 = server.cpu_seconds(), _cpu_seconds(pool.pids()), machine_busy()
+    counts0 = server.batch_counts(model)
     time.sleep(max(0.0, t1 - time.monotonic()))
     cpu1 = server.cpu_seconds(), _cpu_seconds(pool.pids()), machine_busy()
+    counts1 = server.batch_counts(model)
     outs: list[dict[str, Any]] = []
     for _ in range(procs):
         _, part = pool.results.get(timeout=duration_s + warmup_s + 120)
@@ -570,6 +583,9 @@ def run_window(
         "completed": int(np.count_nonzero((ends >= t0) & (ends <= t1))),
         "lat_ms": (ends[inside] - starts[inside]) * 1e3,
         "errors": [m for o in outs for m in o["errors"]],
+        "batch_counts": None
+        if counts0 is None or counts1 is None
+        else (counts1[0] - counts0[0], counts1[1] - counts0[1]),
         "server_cpu_s": sum(cpu1[0].values()) - sum(cpu0[0].values()),
         "server_cpu_by_kind_s": {k: cpu1[0][k] - cpu0[0][k] for k in cpu0[0]},
         "client_cpu_s": cpu1[1] - cpu0[1],
@@ -591,6 +607,8 @@ def summarize(model: str, concurrency: int, windows: list[dict[str, Any]]) -> di
     client_cpu = sum(w["client_cpu_s"] for w in windows)
     busy = sum(w["busy_s"] for w in windows)
     capacity = busy + sum(w["idle_s"] for w in windows)
+    counts = [w["batch_counts"] for w in windows if w["batch_counts"] is not None]
+    executions = sum(c[1] for c in counts)
     return {
         "model": model,
         "concurrency": concurrency,
@@ -607,6 +625,8 @@ def summarize(model: str, concurrency: int, windows: list[dict[str, Any]]) -> di
         "mean_ms": float(lat_ms.mean()) if lat_ms.size else float("nan"),
         "errors": len(errors),
         "error_samples": errors[:3],
+        # requests per model execution, from Triton's statistics (PyTriton restricts that endpoint)
+        "mean_batch_size": sum(c[0] for c in counts) / executions if executions else None,
         "server_cpu_ms_per_req": server_cpu * 1e3 / done if done else None,
         "server_cpu_ms_per_req_by_process": {
             kind: sum(w["server_cpu_by_kind_s"][kind] for w in windows) * 1e3 / done if done else None
@@ -774,8 +794,8 @@ def report(
     lines += [
         "",
         "| setup | case | server CPU ms/req (tritonserver / stub / python) | client CPU ms/req"
-        " | machine busy | other load |",
-        "|---|---|---:|---:|---:|---:|",
+        " | mean batch | machine busy | other load |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for setup in SETUPS:
         for key, m in results.get(setup, {}).get("measurements", {}).items():
@@ -783,7 +803,8 @@ def report(
             split = " / ".join(_fmt(kinds.get(k), 2) for k in ("tritonserver", "stub", "python"))
             lines.append(
                 f"| {setup} | {key} | {_fmt(m.get('server_cpu_ms_per_req'), 3)} ({split})"
-                f" | {_fmt(m.get('client_cpu_ms_per_req'), 3)} | {_pct(m.get('machine_busy_fraction'))}"
+                f" | {_fmt(m.get('client_cpu_ms_per_req'), 3)} | {_fmt(m.get('mean_batch_size'), 2)}"
+                f" | {_pct(m.get('machine_busy_fraction'))}"
                 f" | {_pct(m.get('other_cpu_fraction'))} |"
             )
     return "\n".join(lines)
@@ -794,12 +815,12 @@ def main() -> int:
     parser.add_argument(
         "--duration", type=float, default=8.0, help="seconds per measurement and setup (default 8)"
     )
-    parser.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds before each window")
+    parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds before each window")
     parser.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="split each measurement into this many windows, interleaved across the setups (default 2)",
+        default=4,
+        help="split each measurement into this many windows, interleaved across the setups (default 4)",
     )
     parser.add_argument("--out", type=pathlib.Path, default=HERE / "results" / "channel.json")
     parser.add_argument(
@@ -808,16 +829,19 @@ def main() -> int:
     parser.add_argument(
         "--layout",
         type=int,
-        default=None,
-        help="client processes for concurrency 8 (threads = 8 / processes); default: probe 8, 4, 2, 1",
+        choices=(0, 1, 2, 4, 8),
+        default=2,
+        help="client processes for concurrency 8, threads = 8 / processes (default 2: 2x4, see README); "
+        "0: probe 8x1, 4x2, 2x4, 1x8 on the limit setup and take the fastest",
     )
     parser.add_argument("--probe-duration", type=float, default=3.0, help="seconds per layout probe")
     parser.add_argument("--image-concurrency", type=int, default=4, choices=(4, 8))
     parser.add_argument(
         "--style",
-        choices=("plain", "batch"),
-        default="plain",
-        help="infer function of pytriton/pytriton_torch: plain list-of-requests function or @batch",
+        choices=("auto", "plain", "batch"),
+        default="auto",
+        help="infer function of pytriton/pytriton_torch: each library's @batch, or a plain function of "
+        "the request list (auto: @batch when pytriton_torch.decorators is importable)",
     )
     parser.add_argument(
         "--wait-idle",
@@ -837,8 +861,12 @@ def main() -> int:
     for s in setups:
         if s not in SETUPS:
             parser.error(f"unknown setup {s!r}")
-    if args.style == "batch" and importlib.util.find_spec("pytriton_torch.decorators") is None:
+    has_decorators = importlib.util.find_spec("pytriton_torch.decorators") is not None
+    if args.style == "auto":
+        args.style = "batch" if has_decorators else "plain"
+    if args.style == "batch" and not has_decorators:
         parser.error("--style batch needs pytriton_torch.decorators, which is not importable")
+    print(f"infer functions: {'@batch' if args.style == 'batch' else 'plain list-of-requests'}")
 
     if args.wait_idle > 0:
         wait_for_idle(args.wait_idle)
@@ -859,7 +887,7 @@ def main() -> int:
     results: dict[str, Any] = {s: {"measurements": {}} for s in setups}
     servers: dict[str, Server] = {}
     layout_probe: dict[str, Any] = {}
-    procs8 = args.layout
+    procs8 = args.layout or None
     pool = ClientPool(8)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench_channel-"))
     all_tree: set[int] = set()
@@ -1024,6 +1052,7 @@ def main() -> int:
             "rounds": args.rounds,
             "client": "tritonclient.grpc.InferenceServerClient.infer (sync), closed loop",
             "client_layout_c8": f"{procs8}x{8 // procs8}" if procs8 else None,
+            "client_layout_source": "probed on the limit setup" if layout_probe else "--layout",
             "client_layout_probe": layout_probe,
             "image_concurrency": args.image_concurrency,
             "infer_style": args.style,
