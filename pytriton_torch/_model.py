@@ -9,6 +9,7 @@ from typing import Any
 import zmq
 
 from ._channel import _protocol as proto
+from ._channel._transport import ServerEndpoint
 from ._channel._worker import EventLoopThread, InstanceWorker
 from ._context import ModelInfo, inject_context
 from ._server._workspace import Workspace
@@ -71,7 +72,15 @@ class BoundModel:
             inject_context(fn, self.info)
         self.workers: list[InstanceWorker] = []
 
-    def write(self, workspace: Workspace, shm_prefix: str, owner_pid: int, connect_timeout_s: float) -> None:
+    def write(
+        self,
+        workspace: Workspace,
+        shm_prefix: str,
+        owner_pid: int,
+        connect_timeout_s: float,
+        transport: str,
+        spin_us: float,
+    ) -> None:
         """Write ``config.pbtxt`` and the proxy shim into the model store."""
         from ._config_gen import build_model_config, to_pbtxt
 
@@ -81,6 +90,8 @@ class BoundModel:
             proto.P_OWNER_PID: str(owner_pid),
             proto.P_CONNECT_TIMEOUT: str(connect_timeout_s),
             proto.P_INFER_TIMEOUT: str(self.config.timeout_s or 0),
+            proto.P_TRANSPORT: transport,
+            proto.P_SPIN_US: str(spin_us),
         }
         pb = build_model_config(
             self.name,
@@ -99,6 +110,7 @@ class BoundModel:
         self,
         workspace: Workspace,
         shm_prefix: str,
+        transport: str,
         context: zmq.Context[Any],
         loop: EventLoopThread,
         on_fatal: Callable[[str], None],
@@ -108,12 +120,17 @@ class BoundModel:
                 info=self.info,
                 index=index,
                 infer_fn=fn,
-                endpoint=proto.endpoint(str(workspace.ipc), self.name, index),
+                endpoint=ServerEndpoint(
+                    transport, proto.endpoint(str(workspace.ipc), self.name, index), context
+                ),
                 shm_prefix=f"{shm_prefix}-{self.name}",
-                context=context,
                 loop=loop,
                 strict=self.strict,
                 on_fatal=on_fatal,
             )
             for index, fn in enumerate(self.infer_fns)
         ]
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.close()

@@ -44,6 +44,7 @@ from typing import Any
 import zmq
 
 from ._channel._shm import remove_segments, remove_stale_segments
+from ._channel._transport import TRANSPORTS
 from ._channel._worker import EventLoopThread
 from ._model import BoundModel
 from ._server._config import TritonConfig
@@ -54,6 +55,7 @@ from .exceptions import (
     PyTritonTorchInvalidOperationError,
     PyTritonTorchModelError,
     PyTritonTorchServerError,
+    PyTritonTorchValidationError,
 )
 from .model_config import ModelConfig, Tensor
 
@@ -80,6 +82,10 @@ class Triton:
         config: tritonserver options; fields left unset come from ``PYTRITON_TRITON_CONFIG_*``.
         workspace: Folder for the model store and sockets (default: a private temporary folder).
         connect_timeout_s: How long a starting model instance waits for this process.
+        channel: Transport between Triton's stubs and this process: ``"unix"`` (default, a Unix
+            stream socket) or ``"zmq"`` (ZeroMQ ipc); also ``PYTRITON_TORCH_CHANNEL``.
+        channel_spin_us: How long a model instance busy-polls (yielding the CPU) for its answer
+            before sleeping; trades a little CPU for ~0.1 ms less latency. 0 disables.
     """
 
     def __init__(
@@ -88,7 +94,15 @@ class Triton:
         config: TritonConfig | None = None,
         workspace: str | os.PathLike[str] | None = None,
         connect_timeout_s: float = 60.0,
+        channel: str | None = None,
+        channel_spin_us: float = 250.0,
     ) -> None:
+        self._channel = channel or os.environ.get("PYTRITON_TORCH_CHANNEL", "unix")
+        if self._channel not in TRANSPORTS:
+            raise PyTritonTorchValidationError(
+                f"channel={self._channel!r} is not supported; expected one of {', '.join(TRANSPORTS)}"
+            )
+        self._spin_us = float(os.environ.get("PYTRITON_TORCH_CHANNEL_SPIN_US", channel_spin_us))
         self._config = (config or TritonConfig()).merged_over(TritonConfig.from_env())
         self._workspace_path = workspace
         self._connect_timeout_s = connect_timeout_s
@@ -271,6 +285,8 @@ class Triton:
                 # whole exit timeout for idle keep-alive client connections to go away.
                 self._unload_all(timeout_s=exit_timeout)
             self._process.stop(timeout_s=2.0 if self._drained else exit_timeout + 10, drained=self._drained)
+        for model in self._models.values():
+            model.stop_workers()
         if self._zmq is not None:
             terminator = threading.Thread(target=self._zmq.term, daemon=True)
             terminator.start()
@@ -460,8 +476,17 @@ class Triton:
 
     def _load(self, model: BoundModel) -> None:
         assert self._workspace is not None and self._zmq is not None
-        model.write(self._workspace, self._shm_prefix, os.getpid(), self._connect_timeout_s)
-        model.start_workers(self._workspace, self._shm_prefix, self._zmq, self._loop, self._on_fatal)
+        model.write(
+            self._workspace,
+            self._shm_prefix,
+            os.getpid(),
+            self._connect_timeout_s,
+            self._channel,
+            self._spin_us,
+        )
+        model.start_workers(
+            self._workspace, self._shm_prefix, self._channel, self._zmq, self._loop, self._on_fatal
+        )
         try:
             self._admin_post(
                 f"/v2/repository/models/{model.name}/load", timeout_s=self._connect_timeout_s + 60

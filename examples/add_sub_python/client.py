@@ -1,4 +1,7 @@
-"""Send a batch to "AddSub" over HTTP and check both outputs."""
+"""Send one batch to "AddSub" with tritonclient's HTTP client and check both outputs.
+
+Exits with status 1 on a wrong answer.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ import tritonclient.http as httpclient
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="localhost:8000", help="HTTP address of the server")
+    parser.add_argument("--url", default="localhost:8000", help="HTTP address of the server (host:port)")
     args = parser.parse_args()
-    client = httpclient.InferenceServerClient(args.url)
-    rng = np.random.default_rng(0)
-    a = rng.random((8, 5), dtype=np.float32)
+
+    rng = np.random.default_rng(seed=0)
+    a = rng.random((8, 5), dtype=np.float32)  # a batch of 8 rows, 5 values each
     b = rng.random((8, 5), dtype=np.float32)
     inputs = [
         httpclient.InferInput("a", list(a.shape), "FP32"),
@@ -23,10 +26,25 @@ def main() -> int:
     ]
     inputs[0].set_data_from_numpy(a)
     inputs[1].set_data_from_numpy(b)
-    result = client.infer("AddSub", inputs)
-    ok = np.allclose(result.as_numpy("add"), a + b) and np.allclose(result.as_numpy("sub"), a - b)
-    print("add:", result.as_numpy("add")[0], "sub:", result.as_numpy("sub")[0])
-    print("OK" if ok else "WRONG ANSWER")
+    outputs = [httpclient.InferRequestedOutput("add"), httpclient.InferRequestedOutput("sub")]
+
+    with httpclient.InferenceServerClient(args.url) as client:
+        result = client.infer("AddSub", inputs, outputs=outputs)
+    add, sub = result.as_numpy("add"), result.as_numpy("sub")
+
+    print("a[0]:  ", a[0])
+    print("b[0]:  ", b[0])
+    print("add[0]:", None if add is None else add[0])
+    print("sub[0]:", None if sub is None else sub[0])
+    ok = (
+        add is not None
+        and sub is not None
+        and add.shape == a.shape
+        and sub.shape == a.shape
+        and np.allclose(add, a + b)
+        and np.allclose(sub, a - b)
+    )
+    print("OK" if ok else "WRONG ANSWER: expected add == a + b and sub == a - b")
     return 0 if ok else 1
 
 

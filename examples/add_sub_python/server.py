@@ -1,4 +1,8 @@
-"""Serve "AddSub": two float vectors in, their sum and difference out."""
+"""Serve "AddSub": two float vectors in, their sum and their difference out.
+
+Ports come from TritonConfig's defaults (HTTP 8000, gRPC 8001, metrics 8002 on 127.0.0.1) or from
+the ``PYTRITON_TRITON_CONFIG_*_PORT`` environment variables.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ from pytriton_torch.decorators import batch
 from pytriton_torch.model_config import ModelConfig, Tensor
 from pytriton_torch.triton import Triton
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+LOGGER = logging.getLogger("examples.add_sub_python.server")
 
 
 @batch
 def add_sub(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Inputs arrive by name as whole batches (rows, n); outputs are returned by name."""
     return {"add": a + b, "sub": a - b}
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Triton() as triton:
         triton.bind(
             model_name="AddSub",
@@ -32,7 +38,9 @@ def main() -> None:
                 Tensor(name="sub", dtype=np.float32, shape=(-1,)),
             ],
             config=ModelConfig(max_batch_size=128),
+            strict=True,
         )
+        LOGGER.info("Serving 'AddSub' on %s and %s; Ctrl-C to stop", triton.http_url, triton.grpc_url)
         triton.serve()
 
 

@@ -1,4 +1,8 @@
-"""Serve "Identity": returns its float and bytes inputs unchanged (trailing NUL bytes included)."""
+"""Serve "Identity": returns a float64 input and a BYTES input unchanged.
+
+BYTES tensors are declared with ``dtype=bytes`` (``np.bytes_`` and ``object`` work too) and reach the
+function as numpy object arrays of ``bytes``; arbitrary bytes, NUL bytes included, travel intact.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,31 @@ from pytriton_torch.decorators import batch
 from pytriton_torch.model_config import ModelConfig, Tensor
 from pytriton_torch.triton import Triton
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+LOGGER = logging.getLogger("examples.identity_python.server")
 
 
 @batch
-def identity(values: np.ndarray, texts: np.ndarray) -> dict[str, np.ndarray]:
-    return {"values_out": values, "texts_out": texts}
+def identity(values: np.ndarray, blobs: np.ndarray) -> dict[str, np.ndarray]:
+    return {"values_out": values, "blobs_out": blobs}
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Triton() as triton:
         triton.bind(
             model_name="Identity",
             infer_func=identity,
             inputs=[
-                Tensor(name="values", dtype=np.float32, shape=(-1,)),
-                Tensor(name="texts", dtype=bytes, shape=(1,)),
+                Tensor(name="values", dtype=np.float64, shape=(-1,)),
+                Tensor(name="blobs", dtype=bytes, shape=(1,)),
             ],
             outputs=[
-                Tensor(name="values_out", dtype=np.float32, shape=(-1,)),
-                Tensor(name="texts_out", dtype=bytes, shape=(1,)),
+                Tensor(name="values_out", dtype=np.float64, shape=(-1,)),
+                Tensor(name="blobs_out", dtype=bytes, shape=(1,)),
             ],
             config=ModelConfig(max_batch_size=64),
         )
+        LOGGER.info("Serving 'Identity' on %s and %s; Ctrl-C to stop", triton.http_url, triton.grpc_url)
         triton.serve()
 
 

@@ -1,4 +1,4 @@
-"""Serve two models from one server: "Multiply2" and "Multiply3", the latter with two instances."""
+"""Serve two models from one server: "Multiply2" and "Multiply3" (the latter with two instances)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,34 @@ from pytriton_torch.decorators import batch
 from pytriton_torch.model_config import ModelConfig, Tensor
 from pytriton_torch.triton import Triton
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+LOGGER = logging.getLogger("examples.multiple_models_python.server")
 
 
-def multiplier(factor: float):
+def make_multiplier(factor: float):
+    """An infer function that multiplies its input ``x`` by ``factor``."""
+
     @batch
-    def infer(x: np.ndarray) -> dict[str, np.ndarray]:
-        return {"y": x * factor}
+    def multiply(x: np.ndarray) -> dict[str, np.ndarray]:
+        return {"y": x * np.float32(factor)}
 
-    return infer
+    return multiply
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inputs = [Tensor(name="x", dtype=np.float32, shape=(-1,))]
     outputs = [Tensor(name="y", dtype=np.float32, shape=(-1,))]
     with Triton() as triton:
-        triton.bind("Multiply2", multiplier(2), inputs, outputs, config=ModelConfig(max_batch_size=16))
-        # a list of callables: two instances that serve requests concurrently
+        triton.bind("Multiply2", make_multiplier(2), inputs, outputs, config=ModelConfig(max_batch_size=16))
+        # A list of callables gives the model one instance per callable; Triton runs them concurrently.
         triton.bind(
             "Multiply3",
-            [multiplier(3), multiplier(3)],
+            [make_multiplier(3), make_multiplier(3)],
             inputs,
             outputs,
             config=ModelConfig(max_batch_size=16),
         )
+        LOGGER.info("Serving 'Multiply2' and 'Multiply3' on %s and %s", triton.http_url, triton.grpc_url)
         triton.serve()
 
 

@@ -29,12 +29,14 @@ P_SHM_PREFIX = "pytriton_torch.shm_prefix"
 P_OWNER_PID = "pytriton_torch.owner_pid"
 P_CONNECT_TIMEOUT = "pytriton_torch.connect_timeout_s"
 P_INFER_TIMEOUT = "pytriton_torch.infer_timeout_s"
+P_TRANSPORT = "pytriton_torch.transport"
+P_SPIN_US = "pytriton_torch.spin_us"
 
 
 def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:
-    """Ipc endpoint of one model instance's worker socket (short: socket paths are limited to 107 bytes)."""
+    """Socket path of one model instance's worker (short: socket paths are limited to 107 bytes)."""
     digest = hashlib.sha1(model_name.encode()).hexdigest()[:12]
-    return f"ipc://{ipc_dir}/{digest}.{instance}"
+    return f"{ipc_dir}/{digest}.{instance}"
 
 
 def dumps(header: dict[str, Any]) -> bytes:

@@ -12,11 +12,11 @@ import time
 from typing import Any
 
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
-import zmq
 
 from . import _protocol as proto
 from ._codec import Packer, unpack
 from ._shm import ShmReader, ShmWriter
+from ._transport import ClientEndpoint
 
 _POLL_MS = 200
 
@@ -41,10 +41,9 @@ class TritonPythonModel:
         self._outputs = {o["name"] for o in config.get("output", [])}
         self._next_id = 0
 
-        self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.connect(proto.endpoint(params[proto.P_IPC_DIR], self._model_name, self._instance))
+        address = proto.endpoint(params[proto.P_IPC_DIR], self._model_name, self._instance)
+        spin_us = float(params.get(proto.P_SPIN_US) or 0)
+        self._sock = ClientEndpoint(params.get(proto.P_TRANSPORT) or "unix", address, spin_us)
         prefix = f"{params[proto.P_SHM_PREFIX]}-{self._instance}-{os.getpid()}-req"
         self._packer = Packer(ShmWriter(prefix))
         self._reader = ShmReader()
@@ -52,7 +51,7 @@ class TritonPythonModel:
 
     def _handshake(self, timeout_s: float) -> None:
         self._next_id += 1
-        self._sock.send(proto.dumps({"t": proto.HELLO, "id": self._next_id, "pid": os.getpid()}))
+        self._sock.send([proto.dumps({"t": proto.HELLO, "id": self._next_id, "pid": os.getpid()})])
         header, _ = self._receive(self._next_id, timeout_s)
         if header["t"] != proto.WELCOME:
             raise RuntimeError(f"model {self._model_name!r}: unexpected handshake answer {header['t']!r}")
@@ -69,8 +68,8 @@ class TritonPythonModel:
                         f"model {self._model_name!r}: no answer from the infer function within {timeout_s:g}s"
                     )
                 continue
-            header_frame, *frames = self._sock.recv_multipart(copy=False)
-            header = proto.loads(header_frame.buffer)
+            header_frame, *frames = self._sock.recv()
+            header = proto.loads(header_frame)
             if header.get("id") == expected_id:
                 return header, frames
 
@@ -86,7 +85,7 @@ class TritonPythonModel:
                 )
             descriptors, frames, segment = self._packer.pack(groups)
             header = {"t": proto.INFER, "id": call_id, "reqs": descriptors, "meta": meta, "seg": segment}
-            self._sock.send_multipart([proto.dumps(header), *frames], copy=False)
+            self._sock.send([proto.dumps(header), *frames])
             if self._decoupled:
                 self._stream(call_id, requests)
                 return None
@@ -113,7 +112,7 @@ class TritonPythonModel:
                 if kind == proto.PART:
                     for sender, group in zip(senders, answer["resps"], strict=True):
                         sender.send(self._response(group, frames, answer["seg"]))
-                    self._sock.send(proto.dumps({"t": proto.ACK, "id": call_id}))
+                    self._sock.send([proto.dumps({"t": proto.ACK, "id": call_id})])
                 elif kind == proto.END:
                     for sender in senders:
                         sender.send(flags=flag)
@@ -139,8 +138,7 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self._packer.close()
         self._reader.close()
-        self._sock.close(0)
-        self._ctx.term()
+        self._sock.close()
 
 
 def _message(exc: BaseException) -> str:

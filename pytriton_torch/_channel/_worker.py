@@ -14,14 +14,13 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import zmq
-
 from .._context import ModelInfo
 from .._types import Request
 from ..exceptions import PyTritonTorchUnrecoverableError
 from . import _protocol as proto
 from ._codec import Packer, unpack
 from ._shm import ShmReader, ShmWriter
+from ._transport import ChannelClosed, ServerEndpoint
 from ._validate import check_responses
 
 LOGGER = logging.getLogger("pytriton_torch.worker")
@@ -73,9 +72,8 @@ class InstanceWorker:
         info: ModelInfo,
         index: int,
         infer_fn: Callable[..., Any],
-        endpoint: str,
+        endpoint: ServerEndpoint,
         shm_prefix: str,
-        context: zmq.Context[Any],
         loop: EventLoopThread,
         strict: bool,
         on_fatal: Callable[[str], None],
@@ -86,9 +84,7 @@ class InstanceWorker:
         self._strict = strict
         self._loop = loop
         self._on_fatal = on_fatal
-        self._sock = context.socket(zmq.ROUTER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.bind(endpoint)
+        self._sock = endpoint
         self._packer = Packer(ShmWriter(f"{shm_prefix}-{index}-rsp"))
         self._reader = ShmReader()
         self.connected = threading.Event()
@@ -100,24 +96,25 @@ class InstanceWorker:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    def close(self) -> None:
+        """Ask the thread to finish (returns at once; a running infer call completes first)."""
+        self._sock.close()
+
     def _serve(self) -> None:
         try:
             while True:
-                try:
-                    ident, header_frame, *frames = self._sock.recv_multipart(copy=False)
-                except zmq.ContextTerminated:
-                    return
-                header = proto.loads(header_frame.buffer)
+                peer, (header_frame, *frames) = self._sock.recv()
+                header = proto.loads(header_frame)
                 kind = header["t"]
                 if kind == proto.INFER:
-                    self._infer(ident, header, frames)
+                    self._infer(peer, header, frames)
                 elif kind == proto.HELLO:
-                    self._sock.send_multipart([ident, proto.dumps({"t": proto.WELCOME, "id": header["id"]})])
+                    self._sock.send(peer, [proto.dumps({"t": proto.WELCOME, "id": header["id"]})])
                     self.connected.set()
-        except zmq.ContextTerminated:
+        except ChannelClosed:
             return
         finally:
-            self._sock.close(0)
+            self._sock.release()
             self._packer.close()
             self._reader.close()
 
@@ -143,7 +140,7 @@ class InstanceWorker:
             self._send(
                 ident, proto.OK, call_id, check_responses(self.info, requests, result, strict=self._strict)
             )
-        except zmq.ContextTerminated:
+        except ChannelClosed:
             raise
         except Exception as exc:
             self._send_error(ident, call_id, exc)
@@ -162,19 +159,19 @@ class InstanceWorker:
                 ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict)
             )
             self._wait_ack(call_id)
-        self._sock.send_multipart([ident, proto.dumps({"t": proto.END, "id": call_id})])
+        self._sock.send(ident, [proto.dumps({"t": proto.END, "id": call_id})])
 
     def _wait_ack(self, call_id: int) -> None:
         while True:
-            _, header_frame, *_ = self._sock.recv_multipart(copy=False)
-            header = proto.loads(header_frame.buffer)
+            _, (header_frame, *_) = self._sock.recv()
+            header = proto.loads(header_frame)
             if header["t"] == proto.ACK and header["id"] == call_id:
                 return
 
     def _send(self, ident: Any, kind: str, call_id: int, responses: list[dict[str, Any]]) -> None:
         descriptors, frames, segment = self._packer.pack(responses)
         header = {"t": kind, "id": call_id, "resps": descriptors, "seg": segment}
-        self._sock.send_multipart([ident, proto.dumps(header), *frames], copy=False)
+        self._sock.send(ident, [proto.dumps(header), *frames])
 
     def _send_error(self, ident: Any, call_id: int, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
@@ -185,6 +182,6 @@ class InstanceWorker:
             message,
             exc_info=not isinstance(exc, ValueError | TypeError),
         )
-        self._sock.send_multipart([ident, proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
+        self._sock.send(ident, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
         if isinstance(exc, PyTritonTorchUnrecoverableError):
             self._on_fatal(f"model {self.info.model_name!r}: {message}")

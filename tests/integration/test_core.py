@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,6 +16,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from pytriton_torch import DynamicBatcher, ModelConfig, Request, Tensor, Triton
+from tests.integration.conftest import make_config
 
 F32 = np.float32
 
@@ -114,6 +116,13 @@ def _f64(requests: list[Request]) -> list[dict[str, Any]]:
 
 VEC = [Tensor(name="x", dtype=F32, shape=(-1,))]
 OUT = [Tensor(name="y", dtype=F32, shape=(-1,))]
+
+
+@pytest.fixture(scope="module", params=["unix", "zmq"])
+def triton(request: pytest.FixtureRequest) -> Iterator[Triton]:
+    """The core suite runs once per channel transport."""
+    with Triton(config=make_config(), channel=request.param) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

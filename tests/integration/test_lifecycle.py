@@ -223,3 +223,13 @@ def test_response_cache_answers_repeated_requests_without_calling_the_function()
         second = _query(triton.http_url, "cached")
     assert np.array_equal(first, second)
     assert counter.calls == 1
+
+
+def test_unknown_channel_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(
+        PyTritonTorchValidationError, match="channel='tcp' is not supported; expected one of unix, zmq"
+    ):
+        Triton(channel="tcp")
+    monkeypatch.setenv("PYTRITON_TORCH_CHANNEL", "carrier-pigeon")
+    with pytest.raises(PyTritonTorchValidationError, match="channel='carrier-pigeon'"):
+        Triton()

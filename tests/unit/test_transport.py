@@ -1,0 +1,106 @@
+"""Both channel transports: framing, reconnects and closing, without a server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from pytriton_torch._channel._transport import ChannelClosed, ClientEndpoint, ServerEndpoint
+
+
+@pytest.fixture
+def zmq_context() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.term()
+
+
+def _echo_server(server: ServerEndpoint, count: int) -> threading.Thread:
+    def run() -> None:
+        try:
+            for _ in range(count):
+                peer, frames = server.recv()
+                server.send(peer, [bytes(f) for f in reversed(frames)])
+        except ChannelClosed:
+            pass
+        finally:
+            server.release()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("kind", ["unix", "zmq"])
+def test_round_trip_keeps_frames_and_sizes(kind: str, tmp_path: Path, zmq_context: zmq.Context[Any]) -> None:
+    address = str(tmp_path / "sock")
+    server = ServerEndpoint(kind, address, zmq_context)
+    thread = _echo_server(server, 3)
+    client = ClientEndpoint(kind, address)
+    big = np.arange(300_000, dtype=np.float32)  # 1.2 MB: more than one socket buffer
+    for frames in ([b"header"], [b"h", b"", big.data.cast("B")], [b"x" * 70_000, b"\x00tail\x00"]):
+        client.send(frames)
+        assert client.poll(10_000)
+        answer = [bytes(f) for f in client.recv()]
+        assert answer == [bytes(memoryview(f).cast("B")) for f in reversed(frames)]
+    thread.join(timeout=10)
+    client.close()
+
+
+def test_unix_socket_is_private(tmp_path: Path) -> None:
+    address = str(tmp_path / "sock")
+    server = ServerEndpoint("unix", address)
+    try:
+        assert oct(Path(address).stat().st_mode & 0o777) == "0o600"
+    finally:
+        server.close()
+        server.release()
+
+
+def test_unix_server_accepts_a_reconnecting_client(tmp_path: Path) -> None:
+    address = str(tmp_path / "sock")
+    server = ServerEndpoint("unix", address)
+    thread = _echo_server(server, 2)
+    first = ClientEndpoint("unix", address)
+    first.send([b"one"])
+    assert [bytes(f) for f in first.recv()] == [b"one"]
+    first.close()  # e.g. a stub that died; its replacement connects again
+    second = ClientEndpoint("unix", address)
+    second.send([b"two"])
+    assert second.poll(10_000)
+    assert [bytes(f) for f in second.recv()] == [b"two"]
+    thread.join(timeout=10)
+    second.close()
+
+
+def test_close_wakes_a_blocked_receiver(tmp_path: Path) -> None:
+    server = ServerEndpoint("unix", str(tmp_path / "sock"))
+    thread = _echo_server(server, 1)
+    server.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def test_client_sees_a_closed_server(tmp_path: Path) -> None:
+    address = str(tmp_path / "sock")
+    server = ServerEndpoint("unix", address)
+    thread = _echo_server(server, 1)
+    client = ClientEndpoint("unix", address)
+    client.send([b"ping"])
+    client.recv()
+    thread.join(timeout=5)  # the server thread released its listener and connection
+    assert client.poll(5_000)  # EOF is readable
+    with pytest.raises(ChannelClosed):
+        client.recv()
+    client.close()
+
+
+def test_unknown_transport(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown channel transport 'tcp'"):
+        ServerEndpoint("tcp", str(tmp_path / "sock"))
