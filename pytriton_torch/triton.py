@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -379,7 +380,13 @@ class Triton:
         if model_config.decoupled is False and any(_is_generator(fn) for fn in fns):
             model_config = _replace_decoupled(model_config)
         model = BoundModel(
-            model_name, fns, inputs, outputs, model_config, version=model_version, strict=strict
+            model_name,
+            fns,
+            _default_names(inputs, "INPUT"),
+            _default_names(outputs, "OUTPUT"),
+            model_config,
+            version=model_version,
+            strict=strict,
         )
         with self._lock:
             if self._stopped:
@@ -503,6 +510,14 @@ class Triton:
         LOGGER.info("model %r ready (%d instance(s))", model.name, len(model.infer_fns))
 
 
+def _default_names(tensors: Sequence[Tensor], prefix: str) -> list[Tensor]:
+    """Name unnamed tensors ``<prefix>_1``, ``<prefix>_2``, ... by position, as PyTriton does."""
+    return [
+        tensor if tensor.name else dataclasses.replace(tensor, name=f"{prefix}_{index}")
+        for index, tensor in enumerate(tensors, start=1)
+    ]
+
+
 def _connectable(address: str) -> str:
     return "127.0.0.1" if address in ("0.0.0.0", "") else ("[::1]" if address == "::" else address)
 
@@ -518,8 +533,6 @@ def _is_generator(fn: Callable[..., Any]) -> bool:
 
 
 def _replace_decoupled(config: ModelConfig) -> ModelConfig:
-    import dataclasses
-
     LOGGER.info("generator infer function: serving the model as decoupled (streaming)")
     return dataclasses.replace(config, decoupled=True)
 

@@ -26,7 +26,7 @@ LOGGER = logging.getLogger("examples.add_sub_python_with_optional.server")
 @group_by_keys  # requests with and without `scale` are batched separately
 @batch
 @first_value("scale")  # (rows, 1) array -> one float
-def add_sub(a: np.ndarray, b: np.ndarray, offset: np.ndarray, scale: float = 2.0) -> dict[str, np.ndarray]:
+def add_sub(a: np.ndarray, b: np.ndarray, offset: np.ndarray, scale: float = 1.0) -> dict[str, np.ndarray]:
     return {"add": (a + b) * scale + offset, "sub": (a - b) * scale + offset}
 
 

@@ -126,6 +126,6 @@ def unpack(
             out[name] = deserialize_bytes(buffer, shape)
         else:
             array = np.frombuffer(buffer, dtype=triton_to_numpy(datatype)).reshape(shape)
-            # Frames are read-only; a small copy gives callers a writable array like shm views are.
-            out[name] = array.copy() if frame >= 0 else array
+            # Callers get writable arrays: read-only frames (ZeroMQ's) are copied; they are small.
+            out[name] = array if array.flags.writeable else array.copy()
     return out

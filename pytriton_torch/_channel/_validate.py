@@ -71,21 +71,15 @@ def _check_output(
 ) -> np.ndarray:
     name = spec.name
     want_dtype = np.dtype(spec.dtype)
-    got, want = (
-        numpy_to_triton(array.dtype, what=f"model {model!r}: output {name!r}"),
-        numpy_to_triton(want_dtype),
-    )
-    if got != want:
-        if (
-            strict
-            or got == "BYTES"
-            or want == "BYTES"
-            or not np.can_cast(array.dtype, want_dtype, "same_kind")
-        ):
-            raise PyTritonTorchValidationError(
-                f"model {model!r}: output {name!r} has dtype {array.dtype} ({got}); expected {want_dtype} ({want})"
-            )
-        array = array.astype(want_dtype)
+    if array.dtype != want_dtype:
+        got = numpy_to_triton(array.dtype, what=f"model {model!r}: output {name!r}")
+        want = numpy_to_triton(want_dtype)
+        if got != want:  # same Triton type (e.g. str and bytes arrays for BYTES) passes as is
+            if strict or "BYTES" in (got, want) or not np.can_cast(array.dtype, want_dtype, "same_kind"):
+                raise PyTritonTorchValidationError(
+                    f"model {model!r}: output {name!r} has dtype {array.dtype} ({got}); expected {want_dtype} ({want})"
+                )
+            array = array.astype(want_dtype)
     per_sample = tuple(spec.shape)
     if batch_size is not None:
         if array.ndim == 0 or array.shape[0] != batch_size:

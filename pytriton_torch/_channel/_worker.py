@@ -122,7 +122,7 @@ class InstanceWorker:
         segment = header["seg"]
         requests = []
         for descriptors, (params, wanted, request_id) in zip(header["reqs"], header["meta"], strict=True):
-            parameters = json.loads(params) if isinstance(params, str) else (params or {})
+            parameters = json.loads(params) if params and params != "{}" else {}
             data = unpack(descriptors, frames, segment, self._reader)
             requests.append(Request(data, parameters, list(wanted) if wanted else None, request_id or ""))
         return requests

@@ -69,12 +69,33 @@ def test_bind_errors() -> None:
             triton.bind("double", _double, *IO)
         with pytest.raises(PyTritonTorchValidationError, match="model name 'bad name' is not valid"):
             triton.bind("bad name", _double, *IO)
-        with pytest.raises(PyTritonTorchValidationError, match="every input Tensor needs a name"):
-            triton.bind("noname", _double, [Tensor(dtype=F32, shape=(1,))], IO[1])
+        with pytest.raises(PyTritonTorchValidationError, match="input name 'x' is repeated"):
+            triton.bind("twice", _double, [IO[0][0], IO[0][0]], IO[1])
         with pytest.raises(PyTritonTorchValidationError, match="is not callable"):
             triton.bind("notcallable", [42], *IO)  # type: ignore[list-item]
     with pytest.raises(PyTritonTorchInvalidOperationError, match="was stopped"):
         triton.bind("late", _double, *IO)
+
+
+def _unnamed(requests: list[Request]) -> list[dict[str, Any]]:
+    return [{"OUTPUT_1": r["INPUT_1"] + r["INPUT_2"]} for r in requests]
+
+
+def test_unnamed_tensors_get_pytriton_default_names() -> None:
+    with Triton(config=make_config()) as triton:
+        triton.bind(
+            "unnamed", _unnamed, [Tensor(dtype=F32, shape=(-1,))] * 2, [Tensor(dtype=F32, shape=(-1,))]
+        )
+        client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+        config = client.get_model_config("unnamed")
+        assert [i["name"] for i in config["input"]] == ["INPUT_1", "INPUT_2"]
+        assert [o["name"] for o in config["output"]] == ["OUTPUT_1"]
+        items = []
+        for name in ("INPUT_1", "INPUT_2"):
+            item = httpclient.InferInput(name, [1, 2], "FP32")
+            item.set_data_from_numpy(np.ones((1, 2), dtype=F32))
+            items.append(item)
+        assert client.infer("unnamed", items).as_numpy("OUTPUT_1").tolist() == [[2.0, 2.0]]
 
 
 def test_port_in_use_names_the_port() -> None:
