@@ -49,7 +49,7 @@ from ._channel._transport import TRANSPORTS
 from ._channel._worker import EventLoopThread
 from ._model import BoundModel
 from ._server._config import TritonConfig
-from ._server._dist import find_dist
+from ._server._dist import TritonDist, find_dist
 from ._server._process import TritonProcess, check_ports_free
 from ._server._workspace import Workspace
 from .exceptions import (
@@ -177,7 +177,7 @@ class Triton:
             self._zmq = zmq.Context()
             self._process = TritonProcess(
                 dist,
-                self._server_args(),
+                self._server_args(dist),
                 TritonProcess.environment(dist),
                 echo=bool(self._config.log_verbose),
                 on_exit=self._on_server_exit,
@@ -202,9 +202,8 @@ class Triton:
             )
         return self.http_url
 
-    def _server_args(self) -> list[str]:
+    def _server_args(self, dist: TritonDist) -> list[str]:
         assert self._workspace is not None
-        dist = find_dist()
         config = self._config
         args = [
             f"--model-repository={self._workspace.models}",
