@@ -15,6 +15,7 @@ Example::
         triton.serve()
 """
 
+from ._repository import RepositoryReport
 from ._types import Request
 from .decorators import (
     ConstantPadder,
@@ -46,6 +47,7 @@ __all__ = [
     "DynamicBatcher",
     "ModelConfig",
     "QueuePolicy",
+    "RepositoryReport",
     "Request",
     "Tensor",
     "TimeoutAction",

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ._dtypes import numpy_to_triton
+from ._dtypes import spec_to_triton
 from .exceptions import PyTritonTorchValidationError
 from .model_config import DeviceKind, ModelConfig, QueuePolicy, Tensor
 
 
 def _data_type(tensor: Tensor) -> int:
-    name = numpy_to_triton(np.dtype(tensor.dtype), what=f"tensor {tensor.name!r}")
+    name = spec_to_triton(tensor.dtype, what=f"tensor {tensor.name!r}")
     return int(pb.DataType.Value("TYPE_STRING" if name == "BYTES" else f"TYPE_{name}"))
 
 

@@ -1,10 +1,22 @@
-"""Mapping between numpy dtypes and Triton's datatype names."""
+"""Mapping between numpy/torch dtypes and Triton's datatype names.
+
+numpy itself has no bfloat16; BF16 tensors use ``ml_dtypes.bfloat16`` (the numpy extension type
+that tritonclient uses for BF16 too), so they travel as their raw 2-byte words and are viewed,
+never converted, on both sides. Torch infer functions see them as ``torch.bfloat16``.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import ml_dtypes
 import numpy as np
 
 from .exceptions import PyTritonTorchValidationError
+
+BF16: Any = ml_dtypes.bfloat16
+"""Spec dtype of a bfloat16 tensor; ``Tensor(dtype="BF16")`` and ``torch.bfloat16`` normalize to it."""
+BF16_DTYPE = np.dtype(BF16)
 
 _TRITON_BY_NUMPY: dict[np.dtype, str] = {
     np.dtype(np.bool_): "BOOL",
@@ -20,8 +32,23 @@ _TRITON_BY_NUMPY: dict[np.dtype, str] = {
     np.dtype(np.float32): "FP32",
     np.dtype(np.float64): "FP64",
     np.dtype(np.object_): "BYTES",
+    BF16_DTYPE: "BF16",
 }
 _NUMPY_BY_TRITON: dict[str, np.dtype] = {v: k for k, v in _TRITON_BY_NUMPY.items()}
+_TORCH_NAMES = {
+    "bool": np.bool_,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "float16": np.float16,
+    "float32": np.float32,
+    "float64": np.float64,
+}
 
 
 def numpy_to_triton(dtype: np.dtype, *, what: str = "tensor") -> str:
@@ -38,7 +65,7 @@ def numpy_to_triton(dtype: np.dtype, *, what: str = "tensor") -> str:
 
 
 def triton_to_numpy(name: str) -> np.dtype:
-    """Numpy dtype for a Triton datatype name (``"BYTES"`` -> object)."""
+    """Numpy dtype for a Triton datatype name (``"BYTES"`` -> object, ``"BF16"`` -> ``ml_dtypes.bfloat16``)."""
     name = name.removeprefix("TYPE_")
     if name == "STRING":
         name = "BYTES"
@@ -46,3 +73,61 @@ def triton_to_numpy(name: str) -> np.dtype:
         return _NUMPY_BY_TRITON[name]
     except KeyError:
         raise PyTritonTorchValidationError(f"Triton datatype {name!r} has no numpy equivalent") from None
+
+
+def normalize_spec_dtype(dtype: Any, *, what: str = "tensor") -> Any:
+    """A spec dtype as a numpy scalar type, or :data:`BF16`.
+
+    Accepts numpy dtypes and types, ``bytes``/``str``/``object`` (BYTES), torch dtypes, and
+    Triton names (``"FP32"``, ``"TYPE_BF16"``, ``"BF16"``, ``"bfloat16"``).
+    """
+    if type(dtype).__module__ == "torch":  # a torch.dtype, without importing torch
+        name = str(dtype).removeprefix("torch.")
+        if name == "bfloat16":
+            return BF16
+        if name not in _TORCH_NAMES:
+            raise PyTritonTorchValidationError(f"{what}: dtype {dtype} has no Triton equivalent")
+        return _TORCH_NAMES[name]
+    if isinstance(dtype, str):
+        name = dtype.removeprefix("TYPE_")
+        if name in ("BF16", "bfloat16"):
+            return BF16
+        if name in _NUMPY_BY_TRITON or name == "STRING":
+            return triton_to_numpy(name).type
+    if isinstance(dtype, np.dtype):
+        dtype = dtype.type
+    if dtype in (bytes, str, np.str_):
+        dtype = np.bytes_
+    if dtype is object:
+        dtype = np.object_
+    try:
+        numpy_to_triton(np.dtype(dtype), what=what)
+    except TypeError:
+        raise PyTritonTorchValidationError(f"{what}: {dtype!r} is not a dtype") from None
+    return dtype
+
+
+def spec_to_triton(dtype: Any, *, what: str = "tensor") -> str:
+    """Triton datatype name of a (normalized) spec dtype."""
+    return numpy_to_triton(np.dtype(dtype), what=what)
+
+
+def torch_to_wire(tensor: Any) -> np.ndarray:
+    """A host numpy view of a torch tensor (one device-to-host copy if it is on a device)."""
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    if tensor.dtype == torch.bfloat16:
+        return np.asarray(tensor.contiguous().view(torch.int16).numpy()).view(BF16_DTYPE)
+    return np.asarray(tensor.numpy())
+
+
+def wire_to_torch(array: np.ndarray) -> Any:
+    """A torch tensor viewing a numeric numpy array (bfloat16 included)."""
+    import torch
+
+    if array.dtype == BF16_DTYPE:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)

@@ -9,6 +9,7 @@ from typing import Any
 import zmq
 
 from ._channel import _protocol as proto
+from ._channel._shm import ShmReader
 from ._channel._transport import ServerEndpoint
 from ._channel._worker import EventLoopThread, InstanceWorker
 from ._context import ModelInfo, inject_context
@@ -92,6 +93,7 @@ class BoundModel:
             proto.P_INFER_TIMEOUT: str(self.config.timeout_s or 0),
             proto.P_TRANSPORT: transport,
             proto.P_SPIN_US: str(spin_us),
+            "pytriton_torch.max_input_bytes": str(self.config.max_input_bytes or 0),  # read by _proxy
         }
         pb = build_model_config(
             self.name,
@@ -106,6 +108,10 @@ class BoundModel:
         (folder / "config.pbtxt").write_text(to_pbtxt(pb))
         (folder / str(self.version) / "model.py").write_text(SHIM)
 
+    def instance_slots(self) -> list[tuple[int, Callable[..., Any]]]:
+        """(channel index, infer callable) per instance; repository models number them per version."""
+        return list(enumerate(self.infer_fns))
+
     def start_workers(
         self,
         workspace: Workspace,
@@ -114,22 +120,27 @@ class BoundModel:
         context: zmq.Context[Any],
         loop: EventLoopThread,
         on_fatal: Callable[[str], None],
+        on_stub_lost: Callable[[str], None] | None = None,
     ) -> None:
-        self.workers = [
-            InstanceWorker(
-                info=self.info,
-                index=index,
-                infer_fn=fn,
-                endpoint=ServerEndpoint(
-                    transport, proto.endpoint(str(workspace.ipc), self.name, index), context
-                ),
-                shm_prefix=f"{shm_prefix}-{self.name}",
-                loop=loop,
-                strict=self.strict,
-                on_fatal=on_fatal,
+        lost = None if on_stub_lost is None else (lambda: on_stub_lost(self.name))
+        self.workers = []
+        for index, fn in self.instance_slots():
+            pinned = getattr(fn, "pinned", None)  # torch opt-in on CUDA: page-lock mapped segments
+            self.workers.append(
+                InstanceWorker(
+                    info=self.info,
+                    index=index,
+                    infer_fn=fn,
+                    endpoint=ServerEndpoint(
+                        transport, proto.endpoint(str(workspace.ipc), self.name, index), context, lost
+                    ),
+                    shm_prefix=f"{shm_prefix}-{self.name}",
+                    loop=loop,
+                    strict=self.strict,
+                    on_fatal=on_fatal,
+                    reader=ShmReader(pinned.on_map, pinned.on_unmap) if pinned is not None else None,
+                )
             )
-            for index, fn in enumerate(self.infer_fns)
-        ]
 
     def stop_workers(self) -> None:
         for worker in self.workers:

@@ -320,8 +320,12 @@ def _request_batch_size(request: Mapping[str, Any]) -> int:
     return 1
 
 
+def _is_torch(value: Any) -> bool:
+    return hasattr(value, "__dlpack__") and hasattr(value, "detach")  # torch.Tensor, without importing torch
+
+
 def _is_batched_array(value: Any) -> bool:
-    return isinstance(value, np.ndarray) and value.ndim > 0
+    return (isinstance(value, np.ndarray) or _is_torch(value)) and value.ndim > 0
 
 
 def _kwargs_inputs(kwargs: Mapping[str, Any]) -> dict[str, NDArray[Any]]:
@@ -418,8 +422,8 @@ def _concatenate_inputs(requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     for name in names:
         parts = [request[name] for request in requests]
         try:
-            inputs[name] = np.concatenate(parts, axis=0)
-        except ValueError as exc:
+            inputs[name] = _concatenate_parts(parts)
+        except (ValueError, RuntimeError) as exc:
             shapes = ", ".join(str(tuple(getattr(part, "shape", ()))) for part in parts)
             raise PyTritonTorchValidationError(
                 f"@batch: input {name!r} cannot be batched: its shapes in the requests are {shapes}; all but "
@@ -614,6 +618,12 @@ def group_by_keys(func: InferFn) -> InferFn:
 
 def _sample_key(value: Any) -> Any:
     """Make a hashable key for one sample of an input; bytes keep their trailing NULs."""
+    if _is_torch(value):
+        value = (
+            value.detach().cpu().float().numpy()
+            if str(value.dtype) == "torch.bfloat16"
+            else value.detach().cpu().numpy()
+        )
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "O":
             return ("O", value.shape, tuple(_sample_key(item) for item in value.flat))
@@ -630,7 +640,7 @@ def _sample_key(value: Any) -> Any:
 def _concatenate_parts(parts: Sequence[Any]) -> Any:
     if all(isinstance(part, np.ndarray) for part in parts):
         return np.concatenate(parts, axis=0)
-    if all(hasattr(part, "__dlpack__") and hasattr(part, "detach") for part in parts):
+    if all(_is_torch(part) for part in parts):
         import torch
 
         return torch.cat(list(parts), dim=0)
@@ -1023,6 +1033,8 @@ def first_value(
         )
 
     def first_of(name: str, values: Any) -> Any:
+        if _is_torch(values):
+            return _first_of_tensor(name, values)
         if not isinstance(values, np.ndarray):
             return values  # already a single value
         if values.ndim == 0:
@@ -1040,6 +1052,23 @@ def first_value(
         head = values[0]
         if squeeze_single_values and isinstance(head, np.ndarray) and all(dim == 1 for dim in head.shape):
             return head.reshape(())[()]
+        return head
+
+    def _first_of_tensor(name: str, values: Any) -> Any:
+        if values.ndim == 0:
+            return values
+        if values.shape[0] == 0:
+            raise PyTritonTorchValidationError(
+                f"@first_value: input {name!r} has no rows to take a first value from"
+            )
+        head = values[0]
+        if strict and not bool((values == head).all()):
+            raise PyTritonTorchValidationError(
+                f"@first_value: the rows of input {name!r} are not all equal; expected one value for the "
+                f"whole request, or use @first_value(..., strict=False) to take the first row anyway"
+            )
+        if squeeze_single_values and all(dim == 1 for dim in head.shape):
+            return head.reshape(())
         return head
 
     def replaced(data: Mapping[str, Any]) -> dict[str, Any]:

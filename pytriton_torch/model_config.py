@@ -20,8 +20,6 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from .exceptions import PyTritonTorchValidationError
 
 
@@ -48,7 +46,8 @@ class Tensor:
         shape: Per-sample shape (without the batch axis when batching is on); ``-1`` marks a
             variable dimension.
         dtype: numpy dtype or type (``np.float32``, ``np.int64``, ``bytes``/``np.bytes_``/``object``
-            for BYTES tensors, ``np.bool_``).
+            for BYTES tensors, ``np.bool_``), a torch dtype, or ``"BF16"`` (also
+            ``torch.bfloat16``) for bfloat16 tensors.
         name: Input/output name; required by ``bind``.
         optional: Inputs only: clients may leave it out.
 
@@ -78,18 +77,9 @@ class Tensor:
                 f"Tensor {self.name!r}: shape dimensions must be positive or -1, got {shape}"
             )
         object.__setattr__(self, "shape", shape)
-        dtype = self.dtype
-        if isinstance(dtype, np.dtype):
-            dtype = dtype.type
-        if dtype in (bytes, str, np.str_):
-            dtype = np.bytes_
-        if dtype is object:
-            dtype = np.object_
-        object.__setattr__(self, "dtype", dtype)
-        # Fail early on dtypes Triton cannot carry.
-        from ._dtypes import numpy_to_triton
+        from ._dtypes import normalize_spec_dtype
 
-        numpy_to_triton(np.dtype(dtype), what=f"tensor {self.name!r}")
+        object.__setattr__(self, "dtype", normalize_spec_dtype(self.dtype, what=f"tensor {self.name!r}"))
 
 
 @dataclasses.dataclass
@@ -166,7 +156,11 @@ class ModelConfig:
             of times per request (served over gRPC streaming).
         model_warmup: Warm-up requests run before the model is ready.
         parameters: Extra ``parameters`` entries for the generated config (string values).
-        timeout_s: Per-model limit for one infer call in seconds; ``None`` = no limit.
+        timeout_s: Per-model limit for one infer call in seconds; ``None`` = no limit. A batch
+            that runs longer fails with a timeout error; its late answer is dropped.
+        max_input_bytes: Largest input tensor (bytes, per request; BYTES tensors count their
+            serialized size) the model accepts. A larger one fails that request before anything
+            is forwarded to this process; ``None`` = no limit.
 
     Example::
 
@@ -181,11 +175,18 @@ class ModelConfig:
     model_warmup: list[ModelWarmup] | None = None
     parameters: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_s: float | None = None
+    max_input_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.batching and self.max_batch_size < 1:
             raise PyTritonTorchValidationError(
                 f"ModelConfig: max_batch_size must be >= 1 when batching is on, got {self.max_batch_size}"
+            )
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise PyTritonTorchValidationError(f"ModelConfig: timeout_s must be > 0 or None, got {self.timeout_s}")
+        if self.max_input_bytes is not None and self.max_input_bytes < 1:
+            raise PyTritonTorchValidationError(
+                f"ModelConfig: max_input_bytes must be >= 1 or None, got {self.max_input_bytes}"
             )
 
 

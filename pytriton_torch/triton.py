@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -48,6 +49,7 @@ from ._channel._shm import remove_segments, remove_stale_segments
 from ._channel._transport import TRANSPORTS
 from ._channel._worker import EventLoopThread
 from ._model import BoundModel
+from ._repository import RepositoryReport
 from ._server._config import TritonConfig
 from ._server._dist import TritonDist, find_dist
 from ._server._process import TritonProcess, check_ports_free
@@ -63,6 +65,9 @@ from .model_config import ModelConfig, Tensor
 LOGGER = logging.getLogger("pytriton_torch")
 
 ADMIN_HEADER = "pytriton-torch-admin-token"
+# Endpoints that change the server (or read its memory) answer only requests carrying the admin
+# token; inference, health, metadata, model config, statistics and metrics stay open.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")
 _PYTHON_BACKEND_SHM_DEFAULT = 4 * 1024 * 1024
 _PYTHON_BACKEND_SHM_GROWTH = 32 * 1024 * 1024
 
@@ -114,12 +119,14 @@ class Triton:
         self._stop_requested = threading.Event()
         self._failure: str | None = None
         self._token = secrets.token_hex(16)
-        self._shm_prefix = f"ptt-{os.getpid()}-{secrets.token_hex(4)}"
+        self._shm_prefix = f"ptt-{os.getpid()}-{secrets.token_hex(8)}"
         self._workspace: Workspace | None = None
         self._process: TritonProcess | None = None
         self._zmq: zmq.Context[Any] | None = None
         self._loop = EventLoopThread()
         self._drained = False
+        self._loaded: set[str] = set()  # models whose load succeeded (candidates for a reload)
+        self._reloading: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -187,8 +194,8 @@ class Triton:
             try:
                 self._process.start()
                 self._process.wait_live(self._admin_url, self._config.startup_timeout_s or 120.0)
-                for model in self._models.values():
-                    self._load(model)
+                for model in list(self._models.values()):
+                    self._load_at_start(model)
             except BaseException:
                 self.stop()
                 raise
@@ -217,10 +224,14 @@ class Triton:
             args += [f"--model-repository={config.model_repository}", "--load-model=*"]
         if config.cache_directory is None:
             args.append(f"--cache-directory={dist.caches}")
-        if config.http_restricted_api is None:
-            args.append(f"--http-restricted-api=model-repository:{ADMIN_HEADER}={self._token}")
-        if config.grpc_restricted_protocol is None:
-            args.append(f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={self._token}")
+        # A rule given in TritonConfig governs the APIs it names; ours covers the rest.
+        for flag, rule in (
+            ("--http-restricted-api", config.http_restricted_api),
+            ("--grpc-restricted-protocol", config.grpc_restricted_protocol),
+        ):
+            ours = [api for api in RESTRICTED_APIS if api not in _rule_apis(rule)]
+            if ours:
+                args.append(f"{flag}={','.join(ours)}:{ADMIN_HEADER}={self._token}")
         if config.allow_gpu_metrics is None:
             args.append("--allow-gpu-metrics=false")
         return args + config.to_args()
@@ -303,10 +314,22 @@ class Triton:
             f"{self._admin_url}{path}",
             data=body,
             method="POST",
-            headers={ADMIN_HEADER: self._token, "Content-Type": "application/json"},
+            headers={
+                ADMIN_HEADER: self._token,
+                **self._user_repository_header(),
+                "Content-Type": "application/json",
+            },
         )
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return bytes(response.read())
+
+    def _user_repository_header(self) -> dict[str, str]:
+        """The header of a user's HTTP rule that restricts the repository API (we must pass it too)."""
+        rule = self._config.http_restricted_api
+        if "model-repository" not in _rule_apis(rule) or not rule or "=" not in rule:
+            return {}
+        key, value = rule.split(":", 1)[1].split("=", 1)
+        return {key.strip(): value}
 
     def _unload_all(self, timeout_s: float) -> None:
         """Unload every model; tritonserver finishes their in-flight requests first."""
@@ -341,6 +364,33 @@ class Triton:
         if self._process is not None:
             threading.Thread(target=self._process.stop, args=(10.0,), daemon=True).start()
 
+    def _on_stub_lost(self, model_name: str) -> None:
+        """A stub dropped its connection unannounced (killed or crashed): reload the model.
+
+        Triton's Python backend (2.51) does not restart a dead stub; it fails every later request
+        of that instance with "Stub process is not healthy". A reload starts new stubs, which
+        connect to the same worker threads. Called from a worker thread, so the reload runs apart.
+        """
+        with self._lock:
+            if self._stop_requested.is_set() or model_name not in self._loaded:
+                return
+            if model_name in self._reloading:
+                return
+            self._reloading.add(model_name)
+        threading.Thread(target=self._reload, args=(model_name,), daemon=True).start()
+
+    def _reload(self, model_name: str) -> None:
+        LOGGER.warning("model %r: a stub process exited unexpectedly; reloading the model", model_name)
+        try:
+            self._admin_post(f"/v2/repository/models/{model_name}/load", timeout_s=self._connect_timeout_s + 60)
+            LOGGER.info("model %r reloaded", model_name)
+        except (urllib.error.URLError, OSError) as exc:
+            if not self._stop_requested.is_set():
+                LOGGER.error("model %r: reload failed: %s", model_name, exc)
+        finally:
+            with self._lock:
+                self._reloading.discard(model_name)
+
     # -- models ----------------------------------------------------------------------------------
 
     def bind(
@@ -353,6 +403,9 @@ class Triton:
         config: ModelConfig | None = None,
         strict: bool = False,
         trace_config: list[str] | None = None,
+        *,
+        tensors: str = "numpy",
+        device: Any = None,
     ) -> None:
         """Serve ``infer_func`` as model ``model_name``.
 
@@ -368,6 +421,21 @@ class Triton:
             strict: Check every output's dtype and shape against ``outputs``; otherwise only names and
                 batch size are checked and dtypes are converted when numpy can do it safely.
             trace_config: Accepted for PyTriton compatibility; tracing is configured on TritonConfig.
+            tensors: ``"numpy"`` (default, as PyTriton) or ``"torch"``: inputs arrive as torch tensors
+                on ``device`` (zero-copy views of the request buffers on CPU; non-blocking copies from
+                page-locked memory on CUDA) and outputs may be torch tensors on any device. Works with
+                every decorator (``@batch`` concatenates with ``torch.cat``). BF16 tensors arrive as
+                ``torch.bfloat16`` (as ``ml_dtypes.bfloat16`` arrays with ``"numpy"``).
+            device: With ``tensors="torch"``: ``"cpu"`` (default), ``"cuda:N"``, ``"auto"``, or a list with
+                one device per callable. Each instance runs on its own CUDA stream.
+
+        Example::
+
+            @batch
+            def infer(x):  # x: torch.Tensor on cuda:0
+                return {"y": model(x)}
+
+            triton.bind("net", infer, inputs=[...], outputs=[...], tensors="torch", device="cuda:0")
 
         The call returns once the model is loaded and every instance is connected: requests sent
         afterwards never see 'unknown model'.
@@ -378,6 +446,16 @@ class Triton:
         model_config = config or ModelConfig()
         if model_config.decoupled is False and any(_is_generator(fn) for fn in fns):
             model_config = _replace_decoupled(model_config)
+        if tensors == "torch":
+            fns = _torch_callables(model_name, fns, device)
+        elif tensors != "numpy":
+            raise PyTritonTorchValidationError(
+                f"model {model_name!r}: tensors={tensors!r} is not supported; expected 'numpy' or 'torch'"
+            )
+        elif device is not None:
+            raise PyTritonTorchValidationError(
+                f"model {model_name!r}: device={device!r} needs tensors='torch' (numpy arrays live on the host)"
+            )
         model = BoundModel(
             model_name,
             fns,
@@ -421,6 +499,7 @@ class Triton:
         compile_options: dict[str, Any] | None = None,
         warmup_runs: int = 1,
         strict: bool = False,
+        cuda_graphs: bool | Sequence[int] = False,
     ) -> list[Any]:
         """Serve a ``torch.nn.Module`` (eager, TorchScript, compiled or ``torch.export``-ed) in one call.
 
@@ -454,6 +533,9 @@ class Triton:
             compile_options: Keyword arguments for ``torch.compile``.
             warmup_runs: Example calls per instance before the model goes live.
             strict: Check outputs against the specs on every call.
+            cuda_graphs: On CUDA: capture a CUDA graph per batch size (``True``: the batcher's
+                preferred sizes, else powers of two up to ``max_batch_size``; or a list of sizes).
+                A batch is padded up to the next captured size and replayed; larger ones run eagerly.
 
         Returns:
             The instance runners (one per instance), e.g. to inspect their devices.
@@ -478,7 +560,75 @@ class Triton:
             compile_options=compile_options,
             warmup_runs=warmup_runs,
             strict=strict,
+            cuda_graphs=cuda_graphs,
         )
+
+    def load_repository(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        models: Sequence[str] | None = None,
+        on_event: Callable[[str, str, str], None] | None = None,
+        allow_pickle: bool = False,
+    ) -> RepositoryReport:
+        """Serve the PyTorch models of a Triton model repository (``<repo>/<model>/config.pbtxt``).
+
+        TorchScript (``platform: "pytorch_libtorch"`` / ``backend: "pytorch"``), Python models
+        (``model.py`` + ``model.py.pt`` with ``backend: "python"``, ``platform: "pytorch"``) and
+        ``.pt2`` files (``platform: "torch_aoti"``, or ``torch.export.save`` programs) run in this
+        process; see docs/repository.md. A model that fails is reported and the others still serve.
+        Works before and after the server started.
+
+        Example::
+
+            with Triton() as triton:
+                report = triton.load_repository("model_repository")
+                print(report.loaded, report.failed)
+                triton.serve()
+
+        Args:
+            path: The model repository folder.
+            models: Only these models (default: every folder).
+            on_event: Called as ``on_event(model, stage, detail)`` with stage ``parse``, ``load``,
+                ``warmup``, ``ready`` or ``failed``.
+            allow_pickle: Read weights with full unpickling (runs code stored in the file; logs a
+                warning). Default: ``torch.load(weights_only=True)``.
+        """
+        from ._repository._loader import load_repository
+
+        return load_repository(self, path, models=models, on_event=on_event, allow_pickle=allow_pickle)
+
+    def _bind_model(self, model: BoundModel) -> None:
+        """Register a prepared bound model and load it when the server runs (repository mode)."""
+        with self._lock:
+            if self._stopped:
+                raise PyTritonTorchInvalidOperationError(f"cannot bind {model.name!r}: this Triton was stopped")
+            if model.name in self._models:
+                raise PyTritonTorchInvalidOperationError(f"model {model.name!r} is already bound")
+            self._models[model.name] = model
+            if self._started:
+                try:
+                    self._load(model)
+                except BaseException:
+                    self._discard(model)
+                    raise
+
+    def _load_at_start(self, model: BoundModel) -> None:
+        """Load a model bound before start; repository models that fail are reported, not fatal."""
+        on_load_error = getattr(model, "on_load_error", None)
+        try:
+            self._load(model)
+        except PyTritonTorchModelError as exc:
+            if on_load_error is None:
+                raise
+            self._discard(model)
+            on_load_error(exc.message)
+
+    def _discard(self, model: BoundModel) -> None:
+        model.stop_workers()
+        self._models.pop(model.name, None)
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace.models / model.name, ignore_errors=True)
 
     def _load(self, model: BoundModel) -> None:
         assert self._workspace is not None and self._zmq is not None
@@ -491,7 +641,13 @@ class Triton:
             self._spin_us,
         )
         model.start_workers(
-            self._workspace, self._shm_prefix, self._channel, self._zmq, self._loop, self._on_fatal
+            self._workspace,
+            self._shm_prefix,
+            self._channel,
+            self._zmq,
+            self._loop,
+            self._on_fatal,
+            self._on_stub_lost,
         )
         try:
             self._admin_post(
@@ -506,6 +662,7 @@ class Triton:
             raise PyTritonTorchServerError(
                 f"model {model.name!r}: cannot reach tritonserver: {exc}"
             ) from None
+        self._loaded.add(model.name)
         LOGGER.info("model %r ready (%d instance(s))", model.name, len(model.infer_fns))
 
 
@@ -515,6 +672,26 @@ def _default_names(tensors: Sequence[Tensor], prefix: str) -> list[Tensor]:
         tensor if tensor.name else dataclasses.replace(tensor, name=f"{prefix}_{index}")
         for index, tensor in enumerate(tensors, start=1)
     ]
+
+
+def _torch_callables(
+    model_name: str, fns: list[Callable[..., Any]], device: Any
+) -> list[Callable[..., Any]]:
+    from ._torch._adapter import TorchInfer, resolve_device
+
+    devices = list(device) if isinstance(device, list | tuple) else [device]
+    if not devices:
+        raise PyTritonTorchValidationError(f"model {model_name!r}: device list is empty")
+    return [
+        fn if getattr(fn, "takes_torch", False)
+        else TorchInfer(fn, resolve_device(devices[i % len(devices)]), model_name=model_name)
+        for i, fn in enumerate(fns)
+    ]
+
+
+def _rule_apis(rule: str | None) -> set[str]:
+    """API names restricted by a Triton rule ``<api>,<api>:<header>=<value>``."""
+    return set() if not rule else {api.strip() for api in rule.split(":", 1)[0].split(",")}
 
 
 def _connectable(address: str) -> str:

@@ -23,23 +23,28 @@ def add_sub(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
     return {"add": a + b, "sub": a - b}
 
 
+def bind_models(triton: Triton) -> None:
+    """Bind the models; ``pytriton-torch serve path/to/this/server.py`` calls this too."""
+    triton.bind(
+        model_name="AddSub",
+        infer_func=add_sub,
+        inputs=[
+            Tensor(name="a", dtype=np.float32, shape=(-1,)),
+            Tensor(name="b", dtype=np.float32, shape=(-1,)),
+        ],
+        outputs=[
+            Tensor(name="add", dtype=np.float32, shape=(-1,)),
+            Tensor(name="sub", dtype=np.float32, shape=(-1,)),
+        ],
+        config=ModelConfig(max_batch_size=128),
+        strict=True,
+    )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Triton() as triton:
-        triton.bind(
-            model_name="AddSub",
-            infer_func=add_sub,
-            inputs=[
-                Tensor(name="a", dtype=np.float32, shape=(-1,)),
-                Tensor(name="b", dtype=np.float32, shape=(-1,)),
-            ],
-            outputs=[
-                Tensor(name="add", dtype=np.float32, shape=(-1,)),
-                Tensor(name="sub", dtype=np.float32, shape=(-1,)),
-            ],
-            config=ModelConfig(max_batch_size=128),
-            strict=True,
-        )
+        bind_models(triton)
         LOGGER.info("Serving 'AddSub' on %s and %s; Ctrl-C to stop", triton.http_url, triton.grpc_url)
         triton.serve()
 

@@ -30,25 +30,30 @@ def add_sub(a: np.ndarray, b: np.ndarray, offset: np.ndarray, scale: float = 1.0
     return {"add": (a + b) * scale + offset, "sub": (a - b) * scale + offset}
 
 
+def bind_models(triton: Triton) -> None:
+    """Bind the models; ``pytriton-torch serve path/to/this/server.py`` calls this too."""
+    triton.bind(
+        model_name="AddSubOptional",
+        infer_func=add_sub,
+        inputs=[
+            Tensor(name="a", dtype=np.float32, shape=(-1,)),
+            Tensor(name="b", dtype=np.float32, shape=(-1,)),
+            Tensor(name="offset", dtype=np.float32, shape=(1,), optional=True),
+            Tensor(name="scale", dtype=np.float32, shape=(1,), optional=True),
+        ],
+        outputs=[
+            Tensor(name="add", dtype=np.float32, shape=(-1,)),
+            Tensor(name="sub", dtype=np.float32, shape=(-1,)),
+        ],
+        config=ModelConfig(max_batch_size=64),
+        strict=True,
+    )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Triton() as triton:
-        triton.bind(
-            model_name="AddSubOptional",
-            infer_func=add_sub,
-            inputs=[
-                Tensor(name="a", dtype=np.float32, shape=(-1,)),
-                Tensor(name="b", dtype=np.float32, shape=(-1,)),
-                Tensor(name="offset", dtype=np.float32, shape=(1,), optional=True),
-                Tensor(name="scale", dtype=np.float32, shape=(1,), optional=True),
-            ],
-            outputs=[
-                Tensor(name="add", dtype=np.float32, shape=(-1,)),
-                Tensor(name="sub", dtype=np.float32, shape=(-1,)),
-            ],
-            config=ModelConfig(max_batch_size=64),
-            strict=True,
-        )
+        bind_models(triton)
         LOGGER.info("Serving 'AddSubOptional' on %s and %s; Ctrl-C to stop", triton.http_url, triton.grpc_url)
         triton.serve()
 

@@ -22,22 +22,27 @@ def identity(values: np.ndarray, blobs: np.ndarray) -> dict[str, np.ndarray]:
     return {"values_out": values, "blobs_out": blobs}
 
 
+def bind_models(triton: Triton) -> None:
+    """Bind the models; ``pytriton-torch serve path/to/this/server.py`` calls this too."""
+    triton.bind(
+        model_name="Identity",
+        infer_func=identity,
+        inputs=[
+            Tensor(name="values", dtype=np.float64, shape=(-1,)),
+            Tensor(name="blobs", dtype=bytes, shape=(1,)),
+        ],
+        outputs=[
+            Tensor(name="values_out", dtype=np.float64, shape=(-1,)),
+            Tensor(name="blobs_out", dtype=bytes, shape=(1,)),
+        ],
+        config=ModelConfig(max_batch_size=64),
+    )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Triton() as triton:
-        triton.bind(
-            model_name="Identity",
-            infer_func=identity,
-            inputs=[
-                Tensor(name="values", dtype=np.float64, shape=(-1,)),
-                Tensor(name="blobs", dtype=bytes, shape=(1,)),
-            ],
-            outputs=[
-                Tensor(name="values_out", dtype=np.float64, shape=(-1,)),
-                Tensor(name="blobs_out", dtype=bytes, shape=(1,)),
-            ],
-            config=ModelConfig(max_batch_size=64),
-        )
+        bind_models(triton)
         LOGGER.info("Serving 'Identity' on %s and %s; Ctrl-C to stop", triton.http_url, triton.grpc_url)
         triton.serve()
 

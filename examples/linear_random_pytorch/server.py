@@ -30,17 +30,22 @@ def infer(data: np.ndarray) -> dict[str, np.ndarray]:
     return {"result": result.cpu().numpy()}
 
 
+def bind_models(triton: Triton) -> None:
+    """Bind the models; ``pytriton-torch serve path/to/this/server.py`` calls this too."""
+    triton.bind(
+        model_name="Linear",
+        infer_func=infer,
+        inputs=[Tensor(name="data", dtype=np.float32, shape=(20,))],
+        outputs=[Tensor(name="result", dtype=np.float32, shape=(30,))],
+        config=ModelConfig(max_batch_size=128),
+        strict=True,
+    )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Triton() as triton:
-        triton.bind(
-            model_name="Linear",
-            infer_func=infer,
-            inputs=[Tensor(name="data", dtype=np.float32, shape=(20,))],
-            outputs=[Tensor(name="result", dtype=np.float32, shape=(30,))],
-            config=ModelConfig(max_batch_size=128),
-            strict=True,
-        )
+        bind_models(triton)
         LOGGER.info(
             "Serving 'Linear' on %s and %s (on %s); Ctrl-C to stop", triton.http_url, triton.grpc_url, DEVICE
         )

@@ -23,20 +23,25 @@ def make_multiplier(factor: float):
     return multiply
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def bind_models(triton: Triton) -> None:
+    """Bind the models; ``pytriton-torch serve path/to/this/server.py`` calls this too."""
     inputs = [Tensor(name="x", dtype=np.float32, shape=(-1,))]
     outputs = [Tensor(name="y", dtype=np.float32, shape=(-1,))]
+    triton.bind("Multiply2", make_multiplier(2), inputs, outputs, config=ModelConfig(max_batch_size=16))
+    # A list of callables gives the model one instance per callable; Triton runs them concurrently.
+    triton.bind(
+        "Multiply3",
+        [make_multiplier(3), make_multiplier(3)],
+        inputs,
+        outputs,
+        config=ModelConfig(max_batch_size=16),
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with Triton() as triton:
-        triton.bind("Multiply2", make_multiplier(2), inputs, outputs, config=ModelConfig(max_batch_size=16))
-        # A list of callables gives the model one instance per callable; Triton runs them concurrently.
-        triton.bind(
-            "Multiply3",
-            [make_multiplier(3), make_multiplier(3)],
-            inputs,
-            outputs,
-            config=ModelConfig(max_batch_size=16),
-        )
+        bind_models(triton)
         LOGGER.info("Serving 'Multiply2' and 'Multiply3' on %s and %s", triton.http_url, triton.grpc_url)
         triton.serve()
 

@@ -31,21 +31,26 @@ def infer(requests: list[Request]) -> list[dict[str, np.ndarray]]:
     return responses
 
 
+def bind_models(triton: Triton) -> None:
+    """Bind the models; ``pytriton-torch serve path/to/this/server.py`` calls this too."""
+    triton.bind(
+        model_name="ParamsHeaders",
+        infer_func=infer,
+        inputs=[Tensor(name="x", dtype=np.float32, shape=(-1,))],
+        outputs=[
+            Tensor(name="y", dtype=np.float32, shape=(-1,)),
+            Tensor(name="tag", dtype=bytes, shape=(1,)),
+        ],
+        config=ModelConfig(max_batch_size=8),
+    )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Ports still come from the defaults / PYTRITON_TRITON_CONFIG_* variables: only the pattern is set here.
     config = TritonConfig(http_header_forward_pattern="header.*", grpc_header_forward_pattern="header.*")
     with Triton(config=config) as triton:
-        triton.bind(
-            model_name="ParamsHeaders",
-            infer_func=infer,
-            inputs=[Tensor(name="x", dtype=np.float32, shape=(-1,))],
-            outputs=[
-                Tensor(name="y", dtype=np.float32, shape=(-1,)),
-                Tensor(name="tag", dtype=bytes, shape=(1,)),
-            ],
-            config=ModelConfig(max_batch_size=8),
-        )
+        bind_models(triton)
         LOGGER.info("Serving 'ParamsHeaders' on %s and %s; Ctrl-C to stop", triton.http_url, triton.grpc_url)
         triton.serve()
 

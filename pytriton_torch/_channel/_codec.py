@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._dtypes import numpy_to_triton, triton_to_numpy
+from .._dtypes import numpy_to_triton, torch_to_wire, triton_to_numpy
 from ._shm import ShmReader, ShmWriter, segment_aligned_size
 
 INLINE_LIMIT = 64 * 1024
@@ -52,11 +52,11 @@ def deserialize_bytes(buffer: memoryview | bytes, shape: Sequence[int]) -> np.nd
 
 
 def as_wire_array(value: Any) -> np.ndarray:
-    """A numpy array for any array-like the user returned (torch tensors included)."""
+    """A numpy array for any array-like the user returned (torch tensors on any device included)."""
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "__dlpack__") and hasattr(value, "detach"):  # torch.Tensor without importing torch
-        return np.asarray(value.detach().cpu().numpy())
+        return torch_to_wire(value)
     return np.asarray(value)
 
 
@@ -80,7 +80,7 @@ class Packer:
             items = []
             for name, value in group.items():
                 array = as_wire_array(value)
-                datatype = numpy_to_triton(array.dtype, what=f"output {name!r}")
+                datatype = numpy_to_triton(array.dtype, what=f"tensor {name!r}")
                 payload: np.ndarray | bytes
                 if datatype == "BYTES":
                     payload = serialize_bytes(array)
@@ -109,7 +109,7 @@ class Packer:
                 else:
                     descriptors.append([name, datatype, list(shape), len(frames), 0, size])
                     frames.append(
-                        payload if isinstance(payload, bytes) else payload.reshape(-1).data.cast("B")
+                        payload if isinstance(payload, bytes) else payload.reshape(-1).view(np.uint8).data
                     )
             out.append(descriptors)
         return out, frames, self._writer.name if shm_bytes else ""

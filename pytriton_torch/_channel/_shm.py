@@ -11,6 +11,7 @@ import contextlib
 import mmap
 import os
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -93,10 +94,20 @@ class ShmWriter:
 
 
 class ShmReader:
-    """Maps the segments named in messages (read-only views, no copies)."""
+    """Maps the segments named in messages (views, no copies).
 
-    def __init__(self) -> None:
+    ``on_map``/``on_unmap`` see each mapping when it is made and dropped (used to page-lock
+    segments for CUDA copies).
+    """
+
+    def __init__(
+        self,
+        on_map: Callable[[mmap.mmap], None] | None = None,
+        on_unmap: Callable[[mmap.mmap], None] | None = None,
+    ) -> None:
         self._maps: dict[str, mmap.mmap] = {}
+        self._on_map = on_map
+        self._on_unmap = on_unmap
 
     def view(self, name: str, offset: int, nbytes: int) -> memoryview:
         mm = self._maps.get(name)
@@ -107,11 +118,25 @@ class ShmReader:
             finally:
                 os.close(fd)
             # A writer replaces its segment only to grow it; forget the old one.
+            self._drop()
             self._maps = {name: mm}
+            if self._on_map is not None:
+                self._on_map(mm)
         return memoryview(mm)[offset : offset + nbytes]
 
-    def close(self) -> None:
+    @property
+    def mapped_bytes(self) -> int:
+        """Bytes of the segments mapped now (for the channel's shared-memory gauge)."""
+        return sum(len(mm) for mm in self._maps.values())
+
+    def _drop(self) -> None:
+        if self._on_unmap is not None:
+            for old in self._maps.values():
+                self._on_unmap(old)
         self._maps.clear()
+
+    def close(self) -> None:
+        self._drop()
 
 
 def segment_aligned_size(nbytes: int) -> int:

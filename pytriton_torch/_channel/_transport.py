@@ -23,7 +23,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -86,9 +86,16 @@ class _UnixStream:
 class ServerEndpoint:
     """Worker side: waits for its proxy, receives requests, answers the peer that asked."""
 
-    def __init__(self, kind: str, address: str, zmq_context: zmq.Context[Any] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        address: str,
+        zmq_context: zmq.Context[Any] | None = None,
+        on_peer_lost: Callable[[], None] | None = None,
+    ) -> None:
         self.kind = kind
         self._closed = threading.Event()
+        self._on_peer_lost = on_peer_lost  # unix only: the connected stub went away unannounced
         if kind == "zmq":
             assert zmq_context is not None
             self._zsock = zmq_context.socket(zmq.ROUTER)
@@ -132,6 +139,8 @@ class ServerEndpoint:
                         return self._conn, self._conn.recv()
                     except (ChannelClosed, OSError):
                         self._replace(None)  # the stub went away; a restarted one will reconnect
+                        if self._on_peer_lost is not None and not self._closed.is_set():
+                            self._on_peer_lost()
 
     def _replace(self, conn: _UnixStream | None) -> None:
         if self._conn is not None:

@@ -70,16 +70,7 @@ def _check_output(
     model: str, spec: Any, array: np.ndarray, batch_size: int | None, strict: bool
 ) -> np.ndarray:
     name = spec.name
-    want_dtype = np.dtype(spec.dtype)
-    if array.dtype != want_dtype:
-        got = numpy_to_triton(array.dtype, what=f"model {model!r}: output {name!r}")
-        want = numpy_to_triton(want_dtype)
-        if got != want:  # same Triton type (e.g. str and bytes arrays for BYTES) passes as is
-            if strict or "BYTES" in (got, want) or not np.can_cast(array.dtype, want_dtype, "same_kind"):
-                raise PyTritonTorchValidationError(
-                    f"model {model!r}: output {name!r} has dtype {array.dtype} ({got}); expected {want_dtype} ({want})"
-                )
-            array = array.astype(want_dtype)
+    array = _check_dtype(model, name, spec.dtype, array, strict)
     per_sample = tuple(spec.shape)
     if batch_size is not None:
         if array.ndim == 0 or array.shape[0] != batch_size:
@@ -100,3 +91,20 @@ def _check_output(
             f"{list(per_sample)}{' after the batch axis' if batch_size is not None else ''}"
         )
     return array
+
+
+def _check_dtype(model: str, name: str, spec_dtype: Any, array: np.ndarray, strict: bool) -> np.ndarray:
+    """The array in the output's dtype; lenient mode converts within a kind (e.g. float64 -> float32)."""
+    want_dtype = np.dtype(spec_dtype)
+    if array.dtype == want_dtype:
+        return array
+    got = numpy_to_triton(array.dtype, what=f"model {model!r}: output {name!r}")
+    want = numpy_to_triton(want_dtype)
+    if got == want:  # same Triton type (e.g. str and bytes arrays for BYTES) passes as is
+        return array
+    floats = {array.dtype.kind, want_dtype.kind} <= {"f"} or ("BF16" in (got, want) and array.dtype.kind in "fV")
+    if strict or "BYTES" in (got, want) or not (floats or np.can_cast(array.dtype, want_dtype, "same_kind")):
+        raise PyTritonTorchValidationError(
+            f"model {model!r}: output {name!r} has dtype {array.dtype} ({got}); expected {want_dtype} ({want})"
+        )
+    return array.astype(want_dtype)

@@ -11,12 +11,13 @@ import inspect
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._context import ModelInfo
 from .._types import Request
-from ..exceptions import PyTritonTorchUnrecoverableError
+from ..exceptions import PyTritonTorchError, PyTritonTorchUnrecoverableError
 from . import _protocol as proto
 from ._codec import Packer, unpack
 from ._shm import ShmReader, ShmWriter
@@ -77,6 +78,7 @@ class InstanceWorker:
         loop: EventLoopThread,
         strict: bool,
         on_fatal: Callable[[str], None],
+        reader: ShmReader | None = None,
     ) -> None:
         self.info = info
         self.index = index
@@ -86,8 +88,9 @@ class InstanceWorker:
         self._on_fatal = on_fatal
         self._sock = endpoint
         self._packer = Packer(ShmWriter(f"{shm_prefix}-{index}-rsp"))
-        self._reader = ShmReader()
+        self._reader = reader or ShmReader()
         self.connected = threading.Event()
+        self._pending: tuple[Any, list[Any]] | None = None  # a message that ended a stream early
         self._thread = threading.Thread(
             target=self._serve, name=f"pytriton_torch-{info.model_name}-{index}", daemon=True
         )
@@ -103,7 +106,10 @@ class InstanceWorker:
     def _serve(self) -> None:
         try:
             while True:
-                peer, (header_frame, *frames) = self._sock.recv()
+                if self._pending is not None:
+                    (peer, (header_frame, *frames)), self._pending = self._pending, None
+                else:
+                    peer, (header_frame, *frames) = self._sock.recv()
                 header = proto.loads(header_frame)
                 kind = header["t"]
                 if kind == proto.INFER:
@@ -129,21 +135,23 @@ class InstanceWorker:
 
     def _infer(self, ident: Any, header: dict[str, Any], frames: list[Any]) -> None:
         call_id = header["id"]
+        requests: list[Request] = []
         try:
             requests = self._requests(header, frames)
+            started = time.perf_counter_ns()
             result = self._fn(requests)
             if self.info.decoupled:
                 self._stream(ident, call_id, requests, result)
                 return
             if inspect.isawaitable(result):
                 result = self._loop.run(result)
-            self._send(
-                ident, proto.OK, call_id, check_responses(self.info, requests, result, strict=self._strict)
-            )
+            function_ns = time.perf_counter_ns() - started  # the proxy's hop metric leaves it out
+            responses = check_responses(self.info, requests, result, strict=self._strict)
+            self._send(ident, proto.OK, call_id, responses, function_ns)
         except ChannelClosed:
             raise
         except Exception as exc:
-            self._send_error(ident, call_id, exc)
+            self._send_error(ident, call_id, exc, requests)
 
     def _stream(self, ident: Any, call_id: int, requests: list[Request], result: Any) -> None:
         if inspect.isasyncgen(result):
@@ -158,27 +166,43 @@ class InstanceWorker:
             self._send(
                 ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict)
             )
-            self._wait_ack(call_id)
+            if not self._wait_ack(call_id):
+                if inspect.isgenerator(chunks):
+                    chunks.close()
+                return
         self._sock.send(ident, [proto.dumps({"t": proto.END, "id": call_id})])
 
-    def _wait_ack(self, call_id: int) -> None:
-        while True:
-            _, (header_frame, *_) = self._sock.recv()
-            header = proto.loads(header_frame)
-            if header["t"] == proto.ACK and header["id"] == call_id:
-                return
+    def _wait_ack(self, call_id: int) -> bool:
+        """Wait until the proxy took the chunk; False when something else came first.
 
-    def _send(self, ident: Any, kind: str, call_id: int, responses: list[dict[str, Any]]) -> None:
+        A new call or a handshake (a restarted stub) means the proxy gave up on this stream
+        (timeout); the serve loop handles that message next.
+        """
+        while True:
+            peer, message = self._sock.recv()
+            header = proto.loads(message[0])
+            if header["t"] == proto.ACK and header["id"] == call_id:
+                return True
+            if header["t"] in (proto.INFER, proto.HELLO):
+                self._pending = (peer, message)
+                return False
+
+    def _send(
+        self, ident: Any, kind: str, call_id: int, responses: list[dict[str, Any]], function_ns: int = 0
+    ) -> None:
         descriptors, frames, segment = self._packer.pack(responses)
-        header = {"t": kind, "id": call_id, "resps": descriptors, "seg": segment}
+        header = {"t": kind, "id": call_id, "resps": descriptors, "seg": segment, "fn": function_ns}
         self._sock.send(ident, [proto.dumps(header), *frames])
 
-    def _send_error(self, ident: Any, call_id: int, exc: Exception) -> None:
-        message = f"{type(exc).__name__}: {exc}"
+    def _send_error(self, ident: Any, call_id: int, exc: Exception, requests: list[Request]) -> None:
+        # Our own errors already say what was wrong; others keep their type for the client.
+        message = str(exc) if isinstance(exc, PyTritonTorchError) else f"{type(exc).__name__}: {exc}"
+        ids = [r.request_id for r in requests if r.request_id]
         LOGGER.error(
-            "model %r instance %d: infer function failed: %s",
+            "model %r instance %d: infer function failed%s: %s",
             self.info.model_name,
             self.index,
+            f" (request ids: {', '.join(ids)})" if ids else "",
             message,
             exc_info=not isinstance(exc, ValueError | TypeError),
         )

@@ -35,11 +35,12 @@ class TritonConfig:
         exit_timeout_secs: Grace period for in-flight requests at shutdown.
         exit_on_error: Exit if a model fails to load at start.
         strict_readiness: Ready only when every model is ready.
-        allow_http / http_address / http_port / http_header_forward_pattern / http_thread_count /
-            http_restricted_api: HTTP endpoint options.
-        allow_grpc / grpc_address / grpc_port / grpc_header_forward_pattern / ...: gRPC options.
-        allow_metrics / allow_gpu_metrics / allow_cpu_metrics / metrics_interval_ms / metrics_port /
-            metrics_address / metrics_config: Prometheus metrics options.
+        allow_http: HTTP endpoint options, with ``http_address``, ``http_port``,
+            ``http_header_forward_pattern``, ``http_thread_count`` and ``http_restricted_api``.
+        allow_grpc: gRPC endpoint options, with ``grpc_address``, ``grpc_port``,
+            ``grpc_header_forward_pattern`` and the other ``grpc_*`` fields.
+        allow_metrics: Prometheus metrics options, with ``allow_gpu_metrics``, ``allow_cpu_metrics``,
+            ``metrics_interval_ms``, ``metrics_port``, ``metrics_address`` and ``metrics_config``.
         trace_config: ``--trace-config`` entries.
         cache_config: ``--cache-config`` entries, e.g. ``["local,size=1048576"]``.
         response_cache_byte_size: Shortcut for a local response cache of that many bytes.

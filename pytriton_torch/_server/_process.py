@@ -133,6 +133,7 @@ class TritonProcess:
                 return
             finally:
                 started.set()
+            threading.Thread(target=self._watch_exit, name="tritonserver-exit", daemon=True).start()
             self._read_output()
 
         self._reader = threading.Thread(target=launch_and_read, name="tritonserver", daemon=True)
@@ -150,7 +151,16 @@ class TritonProcess:
                 sys.stderr.write(line)
             else:
                 LOGGER.debug("%s", line.rstrip())
+
+    def _watch_exit(self) -> None:
+        """Report the server's exit when it happens, not when its output ends.
+
+        Stubs that outlive a killed server keep the output pipe open for a while.
+        """
+        assert self._proc is not None
         code = self._proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=1.0)  # the last log lines, when nothing else holds the pipe
         if not self._stopping and self._on_exit is not None:
             self._on_exit(code)
 

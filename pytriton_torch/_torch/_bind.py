@@ -10,6 +10,7 @@ import torch
 
 from ..exceptions import PyTritonTorchValidationError
 from ..model_config import ModelConfig, Tensor
+from ._adapter import TorchInfer
 from ._runner import ModuleRunner
 from ._spec import flatten_outputs, input_names, input_specs, output_specs
 
@@ -87,13 +88,14 @@ def bind_module(
     compile_options: Mapping[str, Any] | None = None,
     warmup_runs: int = 1,
     strict: bool = False,
+    cuda_graphs: bool | Sequence[int] = False,
 ) -> list[ModuleRunner]:
     """Implementation of :meth:`pytriton_torch.triton.Triton.bind_module`; returns the instance runners."""
     what = f"model {model_name!r}"
     config = config or ModelConfig(max_batch_size=64)
     if instances < 1:
         raise PyTritonTorchValidationError(f"{what}: instances must be >= 1, got {instances}")
-    if not callable(getattr(module, method, None)):
+    if not isinstance(module, torch.export.ExportedProgram) and not callable(getattr(module, method, None)):
         raise PyTritonTorchValidationError(
             f"{what}: {type(module).__name__} has no method {method!r} to serve"
         )
@@ -101,11 +103,14 @@ def bind_module(
     cast = _autocast_dtype(autocast)
     given_names, examples = _examples(example_inputs, what)
 
+    exported = isinstance(module, torch.export.ExportedProgram)
+    if exported:  # a torch.export program: serve its module (graph already in inference form)
+        module = module.module()  # type: ignore[operator]
     # One module object per device: instances on that device share its weights.
     per_device: dict[torch.device, Any] = {}
     for dev in dict.fromkeys(devices):
         placed = module.to(dev) if hasattr(module, "to") and dev != torch.device("cpu") else module
-        if hasattr(placed, "eval"):
+        if hasattr(placed, "eval") and not exported:  # exported modules refuse eval()
             placed.eval()
         target = getattr(placed, method)
         if compile:
@@ -134,6 +139,10 @@ def bind_module(
     )
     final_inputs, _ = _override(derived_inputs, inputs, "input")
     final_outputs, renames = _override(derived_outputs, outputs, "output")
+    if cuda_graphs and dynamic_axes:
+        raise PyTritonTorchValidationError(
+            f"{what}: CUDA graphs need static shapes; drop dynamic_axes or cuda_graphs"
+        )
     runners = [
         ModuleRunner(
             per_device[dev],
@@ -147,13 +156,45 @@ def bind_module(
         )
         for dev in devices
     ]
-    for runner in runners:
-        for _ in range(max(0, warmup_runs)):
-            flatten_outputs(runner.run(examples), what)
-        if runner.stream is not None:
-            runner.stream.synchronize()
-    triton.bind(model_name, runners, final_inputs, final_outputs, config=config, strict=strict)
+    instances_ = [TorchInfer(runner, runner.device, model_name=model_name) for runner in runners]
+    sizes = _graph_sizes(cuda_graphs, config)
+    for index, (runner, instance) in enumerate(zip(runners, instances_, strict=True)):
+        if warmup_runs > 0:
+            LOGGER.info(
+                "%s: warming up instance %d on %s (%d run(s))", what, index, runner.device, warmup_runs
+            )
+        with instance.on_stream():
+            for _ in range(max(0, warmup_runs)):
+                flatten_outputs(runner.run(examples), what)
+            if sizes:
+                runner.capture_graphs(examples, sizes, instance.stream)
+        instance.synchronize()
+    triton.bind(
+        model_name, instances_, final_inputs, final_outputs, config=config, strict=strict, tensors="torch"
+    )
     return runners
+
+
+def _graph_sizes(cuda_graphs: bool | Sequence[int], config: ModelConfig) -> list[int]:
+    """Batch sizes to capture: the given ones, or the preferred sizes, or powers of two up to the max."""
+    if not cuda_graphs:
+        return []
+    if not isinstance(cuda_graphs, bool):
+        sizes = sorted({int(size) for size in cuda_graphs})
+    elif config.batcher.preferred_batch_size:
+        sizes = sorted({*config.batcher.preferred_batch_size, config.max_batch_size})
+    else:
+        sizes = sorted(
+            {
+                *(2**i for i in range(config.max_batch_size.bit_length()) if 2**i <= config.max_batch_size),
+                config.max_batch_size,
+            }
+        )
+    if any(size < 1 or size > config.max_batch_size for size in sizes):
+        raise PyTritonTorchValidationError(
+            f"CUDA graph batch sizes {sizes} must be between 1 and max_batch_size={config.max_batch_size}"
+        )
+    return sizes
 
 
 def _override(

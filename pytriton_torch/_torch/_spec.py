@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._dtypes import BF16
 from ..exceptions import PyTritonTorchValidationError
 from ..model_config import Tensor
 
@@ -22,6 +23,7 @@ _NUMPY_BY_TORCH: dict[torch.dtype, Any] = {
     torch.float16: np.float16,
     torch.float32: np.float32,
     torch.float64: np.float64,
+    torch.bfloat16: BF16,
 }
 
 
@@ -117,7 +119,7 @@ def output_specs(
             shape = (1,)
         elif dynamic:
             shape = tuple(-1 for _ in shape)
-        # bfloat16 results are served as FP32 (numpy, and so this channel, has no bfloat16).
-        dtype = torch.float32 if value.dtype == torch.bfloat16 else value.dtype
-        specs.append(Tensor(name=name, dtype=numpy_dtype(dtype, f"{what}: output {name!r}"), shape=shape))
+        specs.append(
+            Tensor(name=name, dtype=numpy_dtype(value.dtype, f"{what}: output {name!r}"), shape=shape)
+        )
     return specs

@@ -53,6 +53,11 @@ CASES: dict[str, Case] = {
     "identity_python": Case(("Identity",), lambda p: f"127.0.0.1:{p.grpc}"),
     "multiple_models_python": Case(("Multiply2", "Multiply3"), lambda p: f"127.0.0.1:{p.grpc}"),
     "use_parameters_and_headers": Case(("ParamsHeaders",), lambda p: f"127.0.0.1:{p.http}"),
+    "torch_linear": Case(("linear",), lambda p: f"127.0.0.1:{p.http}"),
+    "torch_cnn": Case(("cnn",), lambda p: f"127.0.0.1:{p.http}"),
+    "torch_dict_outputs": Case(("embedder",), lambda p: f"127.0.0.1:{p.grpc}"),
+    "torch_streaming": Case(("count_up",), lambda p: f"127.0.0.1:{p.grpc}"),
+    "model_repository": Case(("addsub_torchscript", "model_directory"), lambda p: f"127.0.0.1:{p.http}"),
 }
 
 
@@ -169,6 +174,25 @@ def test_every_example_is_tested_and_documented() -> None:
         for file in ("server.py", "client.py", "README.md"):
             assert (EXAMPLES / name / file).is_file(), f"{name}/{file} is missing"
         assert f"]({name})" in index, f"{name} is not listed in examples/README.md"
+
+
+# Kept as a top-level script on purpose (the "served in five lines" example).
+NOT_CLI_SERVABLE = {"torch_linear"}
+
+
+def test_examples_can_be_served_by_the_cli() -> None:
+    """`pytriton-torch serve examples/<name>/server.py` calls bind_models(triton) and must not
+    start a server on import (tests/integration/test_cli.py serves two of them that way)."""
+    import ast
+
+    for name in sorted(set(CASES) - NOT_CLI_SERVABLE):
+        tree = ast.parse((EXAMPLES / name / "server.py").read_text())
+        binders = [
+            node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "bind_models"
+        ]
+        assert binders and len(binders[0].args.args) == 1, f"{name}/server.py has no bind_models(triton)"
+        top_level_with = [node for node in tree.body if isinstance(node, ast.With)]
+        assert not top_level_with, f"{name}/server.py starts a server when imported"
 
 
 @pytest.mark.parametrize("name", list(CASES))

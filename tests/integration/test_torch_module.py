@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import psutil
 import pytest
@@ -48,6 +49,11 @@ class DtypeProbe(torch.nn.Module):
         return torch.full((x.shape[0], 1), 1.0 if y.dtype == torch.bfloat16 else 0.0)
 
 
+class HalfOut(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * 2).to(torch.bfloat16)
+
+
 NET = TwoHeads().eval()
 
 
@@ -72,6 +78,16 @@ def served(triton: Triton) -> Triton:
     )
     triton.bind_module("scripted", torch.jit.script(Picky()), example_inputs=torch.ones(1, 2), config=config)
     triton.bind_module("varlen", NET, method="pair", example_inputs=torch.zeros(1, 4), config=config)
+    batch_dim = torch.export.Dim("batch", max=16)
+    program = torch.export.export(
+        TwoHeads().eval(),
+        (torch.zeros(2, 4), torch.ones(2, 1)),
+        dynamic_shapes={"image": {0: batch_dim}, "scale": {0: batch_dim}},
+    )
+    triton.bind_module(
+        "exported", program, example_inputs=(torch.zeros(2, 4), torch.ones(2, 1)), config=config
+    )
+    triton.bind_module("half_out", HalfOut(), example_inputs=torch.ones(1, 3), config=config)
     return triton
 
 
@@ -146,6 +162,22 @@ def test_torchscript_module(served: Triton) -> None:
     assert _infer(served, "scripted", x=np.ones((1, 2), dtype=F32)).as_numpy("OUTPUT__0").tolist() == [
         [3.0, 3.0]
     ]
+
+
+def test_exported_program(served: Triton) -> None:
+    config = _config(served, "exported")
+    assert [i["name"] for i in config["input"]] == ["image", "scale"]
+    result = _infer(served, "exported", image=np.ones((3, 4), dtype=F32), scale=np.full((3, 1), 2, dtype=F32))
+    assert result.as_numpy("logits").shape == (3, 3)
+    assert result.as_numpy("best").shape == (3, 1)
+
+
+def test_bfloat16_output_is_served_as_bf16(served: Triton) -> None:
+    output = _config(served, "half_out")["output"][0]
+    assert output["data_type"] == "TYPE_BF16"
+    y = _infer(served, "half_out", x=np.array([[1.0, 2.5, -3.0]], dtype=F32)).as_numpy("OUTPUT__0")
+    assert y.dtype == np.dtype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(y.astype(F32), [[2.0, 5.0, -6.0]])
 
 
 def test_instances_share_one_copy_of_the_weights(triton: Triton) -> None:

@@ -317,7 +317,7 @@ def test_pack_accepts_lists_and_torch_tensors(packer: Packer, reader: ShmReader)
 
 
 def test_pack_unsupported_dtype_names_output(packer: Packer) -> None:
-    with pytest.raises(PyTritonTorchValidationError, match="output 'c': dtype complex64"):
+    with pytest.raises(PyTritonTorchValidationError, match="tensor 'c': dtype complex64"):
         packer.pack([{"c": np.zeros(2, dtype=np.complex64)}])
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
-from pytriton_torch._dtypes import numpy_to_triton, triton_to_numpy
+from pytriton_torch._dtypes import (
+    BF16,
+    normalize_spec_dtype,
+    numpy_to_triton,
+    spec_to_triton,
+    torch_to_wire,
+    triton_to_numpy,
+    wire_to_torch,
+)
 from pytriton_torch.exceptions import PyTritonTorchValidationError
 
 PAIRS = [
@@ -71,9 +80,49 @@ def test_unsupported_dtype_error_lists_supported() -> None:
         assert supported in message
 
 
-@pytest.mark.parametrize("name", ["BF16", "TYPE_BF16", "FLOAT", "fp32", "", "TYPE_INVALID"])
+@pytest.mark.parametrize("name", ["FLOAT", "fp32", "", "TYPE_INVALID"])
 def test_unknown_triton_name_raises(name: str) -> None:
     expected = name.removeprefix("TYPE_")
     with pytest.raises(PyTritonTorchValidationError, match="has no numpy equivalent") as info:
         triton_to_numpy(name)
     assert repr(expected) in str(info.value)
+
+
+# -- bfloat16 --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["BF16", "TYPE_BF16"])
+def test_bf16_is_ml_dtypes_bfloat16(name: str) -> None:
+    assert triton_to_numpy(name) == np.dtype(ml_dtypes.bfloat16)
+    assert numpy_to_triton(np.dtype(ml_dtypes.bfloat16)) == "BF16"
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "TYPE_BF16", "bfloat16", "torch", "ml_dtypes"])
+def test_bf16_spec_dtype_is_normalized(dtype: object) -> None:
+    torch = pytest.importorskip("torch")
+    value = {"torch": torch.bfloat16, "ml_dtypes": ml_dtypes.bfloat16}.get(str(dtype), dtype)
+    assert normalize_spec_dtype(value) is BF16
+    assert spec_to_triton(normalize_spec_dtype(value)) == "BF16"
+
+
+def test_torch_and_triton_names_normalize_to_numpy_types() -> None:
+    torch = pytest.importorskip("torch")
+    assert normalize_spec_dtype(torch.float16) is np.float16
+    assert normalize_spec_dtype(torch.int64) is np.int64
+    assert normalize_spec_dtype("FP32") is np.float32
+    assert normalize_spec_dtype("TYPE_STRING") is np.object_
+    with pytest.raises(PyTritonTorchValidationError, match="complex64 has no Triton equivalent"):
+        normalize_spec_dtype(torch.complex64)
+    with pytest.raises(PyTritonTorchValidationError, match="'weird' is not a dtype"):
+        normalize_spec_dtype("weird")
+
+
+def test_bf16_round_trip_through_torch_is_exact_and_zero_copy() -> None:
+    torch = pytest.importorskip("torch")
+    tensor = torch.randn(4, 3).to(torch.bfloat16)
+    array = torch_to_wire(tensor)
+    assert array.dtype == np.dtype(ml_dtypes.bfloat16) and array.shape == (4, 3)
+    np.testing.assert_array_equal(array.astype(np.float32), tensor.float().numpy())
+    back = wire_to_torch(array)
+    assert back.dtype == torch.bfloat16 and torch.equal(back, tensor)
+    assert back.data_ptr() == array.ctypes.data  # a view, not a copy

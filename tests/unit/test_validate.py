@@ -230,3 +230,37 @@ def test_request_batch_size() -> None:
     assert request_batch_size(req(5)) == 5
     assert request_batch_size(Request({"s": np.array(1.0)})) == 1
     assert request_batch_size(Request({})) == 1
+
+
+# -- bfloat16 outputs ------------------------------------------------------------------------
+
+def _bf16() -> Any:
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
+
+
+def test_bf16_output_accepts_bf16_arrays_and_torch_tensors() -> None:
+    torch = pytest.importorskip("torch")
+    info = make_info({"y": ("BF16", (2,))})
+    ok = check(info, [req(1)], [{"y": np.ones((1, 2), dtype=_bf16())}])
+    assert ok[0]["y"].dtype == np.dtype(_bf16())
+    from_torch = check(info, [req(1)], [{"y": torch.ones(1, 2, dtype=torch.bfloat16)}])
+    assert from_torch[0]["y"].dtype == np.dtype(_bf16())
+
+
+def test_bf16_output_rounds_floats_only_when_lenient() -> None:
+    info = make_info({"y": ("BF16", (2,))})
+    lenient = check(info, [req(1)], [{"y": np.array([[1.0, 3.14159]], dtype=np.float32)}], strict=False)
+    assert lenient[0]["y"].dtype == np.dtype(_bf16())
+    assert lenient[0]["y"].astype(np.float32).tolist() == [[1.0, 3.140625]]
+    with raises(r"output 'y' has dtype float32 \(FP32\); expected bfloat16 \(BF16\)"):
+        check(info, [req(1)], [{"y": np.ones((1, 2), dtype=np.float32)}], strict=True)
+    with raises(r"output 'y' has dtype object \(BYTES\); expected bfloat16"):
+        check(info, [req(1)], [{"y": np.array([[b"a", b"b"]], dtype=object)}], strict=False)
+
+
+def test_bf16_array_for_an_fp32_output_is_widened_when_lenient() -> None:
+    info = make_info({"y": (np.float32, (2,))})
+    out = check(info, [req(1)], [{"y": np.array([[1.5, 2.0]], dtype=_bf16())}], strict=False)
+    assert out[0]["y"].dtype == np.float32 and out[0]["y"].tolist() == [[1.5, 2.0]]
