@@ -104,10 +104,9 @@ def _start(interval: str) -> tuple[subprocess.Popen[bytes], int, int]:
     raise RuntimeError("server did not become ready")
 
 
-def end_to_end(rounds: int, requests: int) -> dict[str, dict[str, float]]:
+def end_to_end(rounds: int, requests: int, setups: dict[str, str]) -> dict[str, dict[str, float]]:
     import tritonclient.grpc as grpcclient
 
-    setups = {"metrics_on": "1", "metrics_off": "0"}
     servers = {name: _start(interval) for name, interval in setups.items()}
     latencies: dict[str, list[float]] = {name: [] for name in setups}
     try:
@@ -154,13 +153,18 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200_000, help="batches for the micro benchmark")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per setup")
     parser.add_argument("--requests", type=int, default=300, help="requests per round")
+    parser.add_argument("--control", action="store_true", help="A/A run: metrics on in both servers")
     parser.add_argument(
         "--out", type=pathlib.Path, default=ROOT / "benchmarks" / "results" / "metrics_overhead.json"
     )
     args = parser.parse_args()
 
     small = micro(args.batches)
-    e2e = end_to_end(args.rounds, args.requests)
+    # --control: both servers alike (A/A), to see how much two identical setups differ on this machine
+    setups = (
+        {"metrics_on": "1", "metrics_off": "1"} if args.control else {"metrics_on": "1", "metrics_off": "0"}
+    )
+    e2e = end_to_end(args.rounds, args.requests, setups)
     print("| measurement | value |")
     print("|---|---:|")
     print(
@@ -174,7 +178,10 @@ def main() -> None:
     print(f"| p50 difference (on - off) | {delta * 1e3:+.1f} µs |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"micro": small, "end_to_end": e2e, "date": time.strftime("%Y-%m-%d")}, indent=2)
+        json.dumps(
+            {"micro": small, "end_to_end": e2e, "control": args.control, "date": time.strftime("%Y-%m-%d")},
+            indent=2,
+        )
     )
     print(f"wrote {args.out}")
 

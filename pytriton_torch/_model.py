@@ -93,7 +93,7 @@ class BoundModel:
             proto.P_INFER_TIMEOUT: str(self.config.timeout_s or 0),
             proto.P_TRANSPORT: transport,
             proto.P_SPIN_US: str(spin_us),
-            "pytriton_torch.max_input_bytes": str(self.config.max_input_bytes or 0),  # read by _proxy
+            proto.P_MAX_INPUT_BYTES: str(self.config.max_input_bytes or 0),
         }
         pb = build_model_config(
             self.name,

@@ -202,6 +202,10 @@ def check(
     metrics_port: Annotated[int, typer.Option(help="Metrics port to check.")] = 8002,
     address: Annotated[str, typer.Option(help="Address the ports would listen on.")] = "127.0.0.1",
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON on stdout.")] = False,
+    start: Annotated[
+        bool,
+        typer.Option("--start", help="Also start tritonserver on those ports and serve one test request."),
+    ] = False,
 ) -> None:
     """Check this machine: glibc, libpython, stub, /dev/shm, free ports, torch, CUDA. Exit 1 if one fails."""
     import dataclasses
@@ -209,7 +213,11 @@ def check(
     from ._cli._check import FAIL, run_checks
 
     ports = {"http": (address, http_port), "grpc": (address, grpc_port), "metrics": (address, metrics_port)}
-    findings = run_checks(ports)
+    if start:
+        with console.status("starting tritonserver with a test model"):
+            findings = run_checks(ports, start=True)
+    else:
+        findings = run_checks(ports)
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(f) for f in findings]))
     else:

@@ -632,6 +632,8 @@ class Triton:
 
     def _load(self, model: BoundModel) -> None:
         assert self._workspace is not None and self._zmq is not None
+        if self._failure is not None:  # run() users learn here that the server is gone
+            raise PyTritonTorchServerError(f"cannot load model {model.name!r}: {self._failure}")
         model.write(
             self._workspace,
             self._shm_prefix,

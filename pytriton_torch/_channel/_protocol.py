@@ -31,6 +31,7 @@ P_CONNECT_TIMEOUT = "pytriton_torch.connect_timeout_s"
 P_INFER_TIMEOUT = "pytriton_torch.infer_timeout_s"
 P_TRANSPORT = "pytriton_torch.transport"
 P_SPIN_US = "pytriton_torch.spin_us"
+P_MAX_INPUT_BYTES = "pytriton_torch.max_input_bytes"
 
 
 def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:

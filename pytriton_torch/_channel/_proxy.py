@@ -42,7 +42,7 @@ class TritonPythonModel:
         self._owner_pid = int(params[proto.P_OWNER_PID])
         timeout = float(params.get(proto.P_INFER_TIMEOUT) or 0)
         self._infer_timeout = timeout if timeout > 0 else None
-        self._max_input_bytes = int(params.get("pytriton_torch.max_input_bytes") or 0)  # set in _model
+        self._max_input_bytes = int(params.get(proto.P_MAX_INPUT_BYTES) or 0)
         self._decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled"))
         self._outputs = {o["name"] for o in config.get("output", [])}
         # numpy has no bfloat16: BF16 tensors cross pb_utils through DLPack (needs torch in the stub).

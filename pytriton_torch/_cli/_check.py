@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import json
 import os
 import pathlib
 import platform
 import sys
 import sysconfig
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
+from typing import Any
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 MIN_GLIBC = (2, 35)
@@ -26,8 +31,14 @@ class Finding:
     fix: str = ""
 
 
-def run_checks(ports: Mapping[str, tuple[str, int]], shm_path: str = "/dev/shm") -> list[Finding]:
-    """Every check, in order; a check that raises becomes a ``fail`` finding naming the exception."""
+def run_checks(
+    ports: Mapping[str, tuple[str, int]], shm_path: str = "/dev/shm", *, start: bool = False
+) -> list[Finding]:
+    """Every check, in order; a check that raises becomes a ``fail`` finding naming the exception.
+
+    ``start``: finally start tritonserver with a test model and send it a request (when every
+    other check passed).
+    """
     checks: list[Callable[[], Finding]] = [
         check_platform,
         check_glibc,
@@ -48,6 +59,11 @@ def run_checks(ports: Mapping[str, tuple[str, int]], shm_path: str = "/dev/shm")
         except Exception as exc:  # a broken check must not hide the others
             name = getattr(check, "__name__", "check").removeprefix("check_")
             findings.append(Finding(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}"))
+    if start:
+        if any(f.status == FAIL for f in findings):
+            findings.append(Finding("start", INFO, "not tried: fix the failures above first"))
+        else:
+            findings.append(check_start(ports))
     return findings
 
 
@@ -230,3 +246,58 @@ def check_tritonclient() -> Finding:
 
 def _mib(n: int) -> str:
     return f"{n / 1024 / 1024:.0f} MiB"
+
+
+def check_start(ports: Mapping[str, tuple[str, int]]) -> Finding:
+    """Start tritonserver with a one-line model and send it one request: the end-to-end proof."""
+    import numpy as np
+
+    from ..exceptions import PyTritonTorchError
+    from ..model_config import ModelConfig, Tensor
+    from ..triton import Triton, TritonConfig
+
+    config = TritonConfig(
+        http_address=ports["http"][0],
+        http_port=ports["http"][1],
+        grpc_address=ports["grpc"][0],
+        grpc_port=ports["grpc"][1],
+        metrics_port=ports["metrics"][1],
+        startup_timeout_s=60,
+    )
+
+    def echo(requests: list[Any]) -> list[dict[str, Any]]:
+        return [{"y": request["x"]} for request in requests]
+
+    started = time.monotonic()
+    try:
+        with Triton(config=config) as triton:
+            triton.bind(
+                "pytriton_torch_check",
+                echo,
+                inputs=[Tensor(name="x", dtype=np.float32, shape=(-1,))],
+                outputs=[Tensor(name="y", dtype=np.float32, shape=(-1,))],
+                config=ModelConfig(max_batch_size=1),
+            )
+            body = json.dumps(
+                {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+            )
+            request = urllib.request.Request(
+                f"{triton.http_url}/v2/models/pytriton_torch_check/infer", data=body.encode(), method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.loads(response.read())
+            data = answer["outputs"][0]["data"]
+            if data != [1.0, 2.0]:
+                return Finding("start", FAIL, f"the test model answered {data}, expected [1.0, 2.0]")
+    except PyTritonTorchError as exc:
+        return Finding(
+            "start",
+            FAIL,
+            exc.message,
+            "see the lines above for the cause; `--log-level debug` shows tritonserver's log",
+        )
+    except (urllib.error.URLError, OSError, KeyError, ValueError) as exc:
+        return Finding("start", FAIL, f"the test request failed: {exc}")
+    return Finding(
+        "start", OK, f"served a test model and answered a request in {time.monotonic() - started:.1f}s"
+    )

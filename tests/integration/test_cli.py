@@ -442,3 +442,49 @@ def test_infer_streams_a_decoupled_model(tmp_path: pathlib.Path) -> None:
         )
         assert over_http.returncode == 2
         assert "streaming (decoupled) model" in over_http.stderr and "grpc://" in over_http.stderr
+
+
+def test_check_start_serves_a_test_request() -> None:
+    result = run_cli("check", "--start", "--json", *_ports())
+    assert result.returncode == 0, result.stdout + result.stderr
+    findings = {f["name"]: f for f in json.loads(result.stdout)}
+    assert findings["start"]["status"] == "ok", findings["start"]
+
+
+def test_check_start_reports_a_server_that_cannot_start(tmp_path: pathlib.Path) -> None:
+    env_run = subprocess.run(
+        [*CLI, "check", "--start", "--json", *_ports()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTRITON_TRITON_CONFIG_MODEL_REPOSITORY": str(tmp_path / "missing")},
+    )
+    assert env_run.returncode == 1, env_run.stdout + env_run.stderr
+    start = next(f for f in json.loads(env_run.stdout) if f["name"] == "start")
+    assert start["status"] == "fail" and "tritonserver" in start["detail"], start
+    assert start["fix"]
+
+
+def test_serve_the_repository_example(tmp_path: pathlib.Path) -> None:
+    """`pytriton-torch serve examples/model_repository`, checked by the example's own client."""
+    with serve(
+        [str(EXAMPLES / "model_repository")],
+        tmp_path / "serve.log",
+        ("addsub_torchscript", "model_directory"),
+    ) as served:
+        client = subprocess.run(
+            [
+                sys.executable,
+                str(EXAMPLES / "model_repository" / "client.py"),
+                "--url",
+                f"127.0.0.1:{served.http}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert client.returncode == 0, client.stdout + client.stderr
+        assert "OK" in client.stdout.splitlines()

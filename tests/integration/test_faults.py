@@ -25,6 +25,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from pytriton_torch import DynamicBatcher, ModelConfig, QueuePolicy, Request, Tensor, Triton
+from pytriton_torch.exceptions import PyTritonTorchServerError
 from tests.conftest import free_port
 from tests.integration.conftest import make_config, shm_entries
 
@@ -137,6 +138,9 @@ def test_killed_stub_fails_in_flight_requests_and_is_restarted(triton: Triton) -
     # requests sent while the model reloads fail cleanly, with Triton's message
     assert all("Stub process 'gated_0' is not healthy" in e for e in errors), errors
     assert _stub_of(triton, "gated").pid != stub.pid
+    # the new stub's own Triton region was made private too
+    regions = [pathlib.Path("/dev/shm") / n for n in shm_entries(triton._shm_prefix) if "-tb" in n]
+    assert regions and all(r.stat().st_mode & 0o777 == 0o600 for r in regions)
     for _ in range(5):
         _infer(triton.http_url, "gated", BIG)
     _infer(triton.http_url, "double")
@@ -223,6 +227,29 @@ def test_two_servers_side_by_side(triton: Triton) -> None:
     assert shm_entries(prefix) == []
     assert shm_entries(triton._shm_prefix), "stopping one server must not touch the other's memory"
     _infer(triton.http_url, "double", BIG)
+
+
+def test_dead_tritonserver_after_run_is_reported() -> None:
+    """With run() there is no blocking call to raise from: is_alive() and the next bind tell."""
+    triton = Triton(config=make_config())
+    triton.bind("double", _double, *IO, config=ModelConfig(max_batch_size=2))
+    triton.run()
+    try:
+        _infer(triton.http_url, "double", BIG)
+        prefix = triton._shm_prefix
+        assert triton._process is not None and triton._process.pid is not None
+        server_pid = triton._process.pid
+        os.kill(server_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while triton.is_alive() or triton._failure is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with pytest.raises(PyTritonTorchServerError, match="cannot load model 'late': tritonserver exited unexpectedly"):
+            triton.bind("late", _double, *IO)
+    finally:
+        triton.stop()
+    assert shm_entries(prefix) == []
+    assert not psutil.pid_exists(server_pid)  # reaped, not a zombie
 
 
 # -- separate serving processes -------------------------------------------------------------------

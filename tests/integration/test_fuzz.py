@@ -7,6 +7,7 @@ unknown model and 500 when its JSON parser rejects a body; nothing else is accep
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 from collections.abc import Iterator
@@ -65,9 +66,9 @@ NAMES = st.sampled_from(["x", "text", "y", "", "INPUT_1", "x" * 300])
 DATATYPES = st.sampled_from(
     ["FP32", "INT32", "BYTES", "FP16", "BF16", "BOOL", "UINT8", "INT64", "FP64", "fp32", "FLOAT", ""]
 )
-SHAPE = st.lists(
-    st.one_of(st.integers(-2, 8), st.sampled_from([0, 2**31, 2**63 - 1, -(2**40)])), max_size=4
-)
+# Dimensions stay small: tritonserver 2.51 allocates shape-product x dtype-size bytes for a JSON
+# "data" input before it checks the data, so [8, 2**31] aborts it (see the xfail test below).
+SHAPE = st.lists(st.one_of(st.integers(-2, 8), st.sampled_from([0, 64, -(2**40)])), max_size=4)
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -183,3 +184,20 @@ def test_the_server_still_serves_after_fuzzing(triton: Triton) -> None:
     item.set_data_from_numpy(x)
     assert np.array_equal(client.infer("double", [item]).as_numpy("y"), x * 2)
     assert triton.is_alive()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="tritonserver 2.51 aborts (std::length_error) on a huge JSON input shape")
+def test_known_tritonserver_crash_on_a_huge_json_shape() -> None:
+    """Documents a tritonserver bug the fuzzer found; fails (XPASS) once a fixed Triton ships."""
+    with Triton(config=make_config()) as server:
+        server.bind(
+            "double",
+            _echo,
+            [Tensor(name="x", dtype=F32, shape=(-1,))],
+            [Tensor(name="y", dtype=F32, shape=(-1,))],
+            config=ModelConfig(max_batch_size=4),
+        )
+        body = json.dumps({"inputs": [{"name": "x", "shape": [8, 2**31], "datatype": "FP32", "data": []}]})
+        with contextlib.suppress(ConnectionError, http.client.HTTPException):  # the server died mid-answer
+            _check_answer(*_post(server, "/v2/models/double/infer", body.encode(), {}))
+        assert server.is_alive()

@@ -355,3 +355,14 @@ def test_model_progress_in_a_log_prints_one_line_per_event() -> None:
     lines = [line for line in console.export_text().splitlines() if line.strip()]
     assert lines[0].startswith("a: loading 2 instance(s) (")
     assert lines[1].startswith("a: warming up (") and lines[2].startswith("a: ready (")
+
+
+def test_check_start_is_not_tried_after_a_failure() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, output = invoke("check", "--start", "--json", "--http-port", str(port))
+    assert code == ExitCode.FAILURE
+    start = next(f for f in json.loads(output) if f["name"] == "start")
+    assert start["status"] == "info" and "not tried" in start["detail"]
