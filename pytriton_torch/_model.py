@@ -139,6 +139,7 @@ class BoundModel:
                     strict=self.strict,
                     on_fatal=on_fatal,
                     reader=ShmReader(pinned.on_map, pinned.on_unmap) if pinned is not None else None,
+                    timeout_s=self.config.timeout_s,
                 )
             )
 

@@ -79,6 +79,7 @@ class InstanceWorker:
         strict: bool,
         on_fatal: Callable[[str], None],
         reader: ShmReader | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.info = info
         self.index = index
@@ -91,21 +92,67 @@ class InstanceWorker:
         self._reader = reader or ShmReader()
         self.connected = threading.Event()
         self._pending: tuple[Any, list[Any]] | None = None  # a message that ended a stream early
-        self._thread = threading.Thread(
-            target=self._serve, name=f"pytriton_torch-{info.model_name}-{index}", daemon=True
+        # A call stuck past the model's timeout cannot be interrupted (it is a Python thread), so
+        # the instance is served by a new thread instead: each serving thread has a generation,
+        # and only the current one may answer or touch the socket and segments.
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._busy_since: float | None = None
+        self._closed = threading.Event()
+        self._thread = self._start_thread()
+        if timeout_s:
+            threading.Thread(
+                target=self._watch, name=f"pytriton_torch-{info.model_name}-{index}-watchdog", daemon=True
+            ).start()
+
+    def _start_thread(self) -> threading.Thread:
+        generation = self._generation
+        thread = threading.Thread(
+            target=self._serve,
+            args=(generation,),
+            name=f"pytriton_torch-{self.info.model_name}-{self.index}"
+            + (f"-{generation}" if generation else ""),
+            daemon=True,
         )
-        self._thread.start()
+        thread.start()
+        return thread
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
     def close(self) -> None:
         """Ask the thread to finish (returns at once; a running infer call completes first)."""
+        self._closed.set()
         self._sock.close()
 
-    def _serve(self) -> None:
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation
+
+    def _watch(self) -> None:
+        """Replace the serving thread when a call has run well past the model's timeout."""
+        assert self._timeout_s is not None
+        limit = self._timeout_s + 1.0  # the proxy has failed the request by then
+        while not self._closed.wait(min(0.5, self._timeout_s / 2)):
+            with self._lock:
+                since = self._busy_since
+                if since is None or time.monotonic() - since < limit:
+                    continue
+                LOGGER.warning(
+                    "model %r instance %d: the infer function has run for %.1f s (timeout_s=%g); later "
+                    "requests are served by a new thread and the stuck call's result will be dropped",
+                    self.info.model_name,
+                    self.index,
+                    time.monotonic() - since,
+                    self._timeout_s,
+                )
+                self._generation += 1
+                self._busy_since = None
+                self._thread = self._start_thread()
+
+    def _serve(self, generation: int = 0) -> None:
         try:
-            while True:
+            while self._current(generation):
                 if self._pending is not None:
                     (peer, (header_frame, *frames)), self._pending = self._pending, None
                 else:
@@ -113,16 +160,21 @@ class InstanceWorker:
                 header = proto.loads(header_frame)
                 kind = header["t"]
                 if kind == proto.INFER:
-                    self._infer(peer, header, frames)
+                    self._busy_since = time.monotonic()
+                    self._infer(peer, header, frames, generation)
+                    with self._lock:
+                        if self._current(generation):
+                            self._busy_since = None
                 elif kind == proto.HELLO:
                     self._sock.send(peer, [proto.dumps({"t": proto.WELCOME, "id": header["id"]})])
                     self.connected.set()
         except ChannelClosed:
             return
         finally:
-            self._sock.release()
-            self._packer.close()
-            self._reader.close()
+            if self._current(generation):  # a replaced thread leaves the channel to its successor
+                self._sock.release()
+                self._packer.close()
+                self._reader.close()
 
     def _requests(self, header: dict[str, Any], frames: list[Any]) -> list[Request]:
         segment = header["seg"]
@@ -133,7 +185,7 @@ class InstanceWorker:
             requests.append(Request(data, parameters, list(wanted) if wanted else None, request_id or ""))
         return requests
 
-    def _infer(self, ident: Any, header: dict[str, Any], frames: list[Any]) -> None:
+    def _infer(self, ident: Any, header: dict[str, Any], frames: list[Any], generation: int = 0) -> None:
         call_id = header["id"]
         requests: list[Request] = []
         try:
@@ -141,19 +193,21 @@ class InstanceWorker:
             started = time.perf_counter_ns()
             result = self._fn(requests)
             if self.info.decoupled:
-                self._stream(ident, call_id, requests, result)
+                self._stream(ident, call_id, requests, result, generation)
                 return
             if inspect.isawaitable(result):
                 result = self._loop.run(result)
             function_ns = time.perf_counter_ns() - started  # the proxy's hop metric leaves it out
             responses = check_responses(self.info, requests, result, strict=self._strict)
-            self._send(ident, proto.OK, call_id, responses, function_ns)
+            self._send(ident, proto.OK, call_id, responses, function_ns, generation)
         except ChannelClosed:
             raise
         except Exception as exc:
-            self._send_error(ident, call_id, exc, requests)
+            self._send_error(ident, call_id, exc, requests, generation)
 
-    def _stream(self, ident: Any, call_id: int, requests: list[Request], result: Any) -> None:
+    def _stream(
+        self, ident: Any, call_id: int, requests: list[Request], result: Any, generation: int = 0
+    ) -> None:
         if inspect.isasyncgen(result):
             chunks: Iterator[Any] = self._loop.iterate(result)
         elif inspect.isgenerator(result) or isinstance(result, Iterator):
@@ -163,14 +217,22 @@ class InstanceWorker:
                 result = self._loop.run(result)
             chunks = iter([result])
         for chunk in chunks:
-            self._send(
-                ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict)
-            )
-            if not self._wait_ack(call_id):
+            if not self._current(generation):  # replaced while the generator was stuck
                 if inspect.isgenerator(chunks):
                     chunks.close()
                 return
-        self._sock.send(ident, [proto.dumps({"t": proto.END, "id": call_id})])
+            self._send(
+                ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict)
+            )
+            acked = self._wait_ack(call_id)
+            self._busy_since = time.monotonic()  # progress: the watchdog measures time per chunk
+            if not acked:
+                if inspect.isgenerator(chunks):
+                    chunks.close()
+                return
+        with self._lock:
+            if self._current(generation):
+                self._sock.send(ident, [proto.dumps({"t": proto.END, "id": call_id})])
 
     def _wait_ack(self, call_id: int) -> bool:
         """Wait until the proxy took the chunk; False when something else came first.
@@ -188,13 +250,26 @@ class InstanceWorker:
                 return False
 
     def _send(
-        self, ident: Any, kind: str, call_id: int, responses: list[dict[str, Any]], function_ns: int = 0
+        self,
+        ident: Any,
+        kind: str,
+        call_id: int,
+        responses: list[dict[str, Any]],
+        function_ns: int = 0,
+        generation: int | None = None,
     ) -> None:
-        descriptors, frames, segment = self._packer.pack(responses)
-        header = {"t": kind, "id": call_id, "resps": descriptors, "seg": segment, "fn": function_ns}
-        self._sock.send(ident, [proto.dumps(header), *frames])
+        with self._lock:
+            if generation is not None and not self._current(generation):
+                return  # replaced while the call ran: the proxy already failed this request
+            descriptors, frames, segment = self._packer.pack(responses)
+            header = {"t": kind, "id": call_id, "resps": descriptors, "seg": segment, "fn": function_ns}
+            self._sock.send(ident, [proto.dumps(header), *frames])
 
-    def _send_error(self, ident: Any, call_id: int, exc: Exception, requests: list[Request]) -> None:
+    def _send_error(
+        self, ident: Any, call_id: int, exc: Exception, requests: list[Request], generation: int | None = None
+    ) -> None:
+        if generation is not None and not self._current(generation):
+            return
         # Our own errors already say what was wrong; others keep their type for the client.
         message = str(exc) if isinstance(exc, PyTritonTorchError) else f"{type(exc).__name__}: {exc}"
         ids = [r.request_id for r in requests if r.request_id]
@@ -206,6 +281,8 @@ class InstanceWorker:
             message,
             exc_info=not isinstance(exc, ValueError | TypeError),
         )
-        self._sock.send(ident, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
+        with self._lock:
+            if generation is None or self._current(generation):
+                self._sock.send(ident, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
         if isinstance(exc, PyTritonTorchUnrecoverableError):
             self._on_fatal(f"model {self.info.model_name!r}: {message}")

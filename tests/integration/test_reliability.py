@@ -11,6 +11,7 @@ import json
 import queue
 import re
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -319,6 +320,31 @@ def test_infer_timeout_fails_the_request_and_the_instance_recovers(triton: Trito
     x = np.arange(4, dtype=F32).reshape(1, 4)
     for protocol in ("http", "grpc"):
         assert np.array_equal(_infer(triton, protocol, "slow", {"x": ("FP32", x)}).as_numpy("y"), x * 2)
+
+
+def test_a_stuck_call_is_abandoned_and_the_instance_served_by_a_new_thread(triton: Triton) -> None:
+    """A call that never returns cannot be interrupted; a new thread takes over the instance."""
+    BLOCKING.release.clear()
+    BLOCKING.finished.clear()
+    x = np.arange(4, dtype=F32).reshape(1, 4)
+    try:
+        _expect_timeout(triton, "http")
+        # The worker replaces the stuck thread once the call has run 1 s past the limit.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = _infer(triton, "http", "slow", {"x": ("FP32", x)}).as_numpy("y")
+                break
+            except InferenceServerException as exc:
+                assert "no answer from the infer function within 0.5s" in str(exc)
+                assert time.monotonic() < deadline, "the stuck instance was not replaced"
+        assert np.array_equal(answer, x * 2)
+        assert not BLOCKING.finished.is_set()  # the stuck call is still running
+    finally:
+        BLOCKING.release.set()
+    assert BLOCKING.finished.wait(30)
+    # Its late answer is dropped: the instance keeps answering its own requests.
+    assert np.array_equal(_infer(triton, "grpc", "slow", {"x": ("FP32", x)}).as_numpy("y"), x * 2)
 
 
 def test_fast_calls_are_not_affected_by_the_timeout(triton: Triton) -> None:

@@ -21,12 +21,20 @@ def zmq_context() -> Iterator[zmq.Context[Any]]:
     context.term()
 
 
-def _echo_server(server: ServerEndpoint, count: int) -> threading.Thread:
+def _echo_server(server: ServerEndpoint, count: int, done: threading.Event | None = None) -> threading.Thread:
+    """Echo ``count`` messages; release the endpoint once ``done`` is set (when given).
+
+    ZeroMQ sends from its I/O thread: releasing (LINGER 0) right after the last ``send`` could
+    drop that answer before it left, so the test says when it has received it.
+    """
+
     def run() -> None:
         try:
             for _ in range(count):
                 peer, frames = server.recv()
                 server.send(peer, [bytes(f) for f in reversed(frames)])
+            if done is not None:
+                done.wait(10)
         except ChannelClosed:
             pass
         finally:
@@ -41,7 +49,8 @@ def _echo_server(server: ServerEndpoint, count: int) -> threading.Thread:
 def test_round_trip_keeps_frames_and_sizes(kind: str, tmp_path: Path, zmq_context: zmq.Context[Any]) -> None:
     address = str(tmp_path / "sock")
     server = ServerEndpoint(kind, address, zmq_context)
-    thread = _echo_server(server, 3)
+    received = threading.Event()
+    thread = _echo_server(server, 3, received)
     client = ClientEndpoint(kind, address)
     big = np.arange(300_000, dtype=np.float32)  # 1.2 MB: more than one socket buffer
     for frames in ([b"header"], [b"h", b"", big.data.cast("B")], [b"x" * 70_000, b"\x00tail\x00"]):
@@ -49,6 +58,7 @@ def test_round_trip_keeps_frames_and_sizes(kind: str, tmp_path: Path, zmq_contex
         assert client.poll(10_000)
         answer = [bytes(f) for f in client.recv()]
         assert answer == [bytes(memoryview(f).cast("B")) for f in reversed(frames)]
+    received.set()
     thread.join(timeout=10)
     client.close()
 
