@@ -169,6 +169,8 @@ _SYNC, _AWAITABLE, _GENERATOR, _ASYNC_GENERATOR = "value", "awaitable", "generat
 
 
 def _kind(result: Any) -> str:
+    if type(result) in (dict, list, tuple):  # the common case; skips the slower ABC checks
+        return _SYNC
     if inspect.isasyncgen(result) or isinstance(result, AsyncIterator):
         return _ASYNC_GENERATOR
     if inspect.isgenerator(result) or isinstance(result, Iterator):
