@@ -72,6 +72,30 @@ _PYTHON_BACKEND_SHM_DEFAULT = 4 * 1024 * 1024
 _PYTHON_BACKEND_SHM_GROWTH = 32 * 1024 * 1024
 
 
+_UNREPORTED: set[int] = set()
+"""Servers (by ``id``) that died while serving in the background, with nobody told yet."""
+
+
+def _exit_nonzero_if_unreported() -> None:
+    """At interpreter exit, a server that died under ``run()`` unnoticed makes the exit status 1.
+
+    Registered when this module is imported, so it runs after the ``stop`` handlers of the servers.
+    """
+    if not _UNREPORTED:
+        return
+    LOGGER.critical(
+        "exiting with status 1: tritonserver stopped unexpectedly while serving in the background"
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(1)
+
+
+atexit.register(_exit_nonzero_if_unreported)
+
+
 class Triton:
     """A tritonserver child process plus the Python models bound to it.
 
@@ -237,7 +261,12 @@ class Triton:
         return args + config.to_args()
 
     def run(self) -> None:
-        """Start the server (if not started) and return; it serves in the background until :meth:`stop`."""
+        """Start the server (if not started) and return; it serves in the background until :meth:`stop`.
+
+        If tritonserver dies while serving in the background, the error is logged at once, later
+        calls (``bind``, ``serve``) raise it, ``is_alive()`` answers False, and unless one of those
+        told the program, the interpreter's exit status becomes 1 so that a supervisor sees it.
+        """
         self._start()
 
     def serve(self, monitoring_period_s: float = 1.0) -> None:
@@ -256,6 +285,7 @@ class Triton:
                 signal.signal(signum, handler)
             self.stop()
         if self._failure is not None:
+            _UNREPORTED.discard(id(self))
             raise PyTritonTorchServerError(self._failure)
 
     def _install_signal_handlers(self) -> dict[int, Any]:
@@ -269,7 +299,12 @@ class Triton:
         return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     def is_alive(self) -> bool:
-        """Whether the server process runs and answers as live."""
+        """Whether the server process runs and answers as live.
+
+        A False answer after the server died counts as telling the caller (see :meth:`run`).
+        """
+        if self._failure is not None:
+            _UNREPORTED.discard(id(self))
         if self._process is None or not self._process.is_alive():
             return False
         try:
@@ -355,11 +390,13 @@ class Triton:
             tail = self._process.logs(last=20) if self._process is not None else ""
             self._failure = f"tritonserver exited unexpectedly with code {code}. Last log lines:\n{tail}"
         LOGGER.error("%s", self._failure)
+        _UNREPORTED.add(id(self))
         self._stop_requested.set()
 
     def _on_fatal(self, message: str) -> None:
         self._failure = f"{message}; the server stopped and must be restarted"
         LOGGER.critical("%s", self._failure)
+        _UNREPORTED.add(id(self))
         self._stop_requested.set()
         if self._process is not None:
             threading.Thread(target=self._process.stop, args=(10.0,), daemon=True).start()
@@ -382,7 +419,9 @@ class Triton:
     def _reload(self, model_name: str) -> None:
         LOGGER.warning("model %r: a stub process exited unexpectedly; reloading the model", model_name)
         try:
-            self._admin_post(f"/v2/repository/models/{model_name}/load", timeout_s=self._connect_timeout_s + 60)
+            self._admin_post(
+                f"/v2/repository/models/{model_name}/load", timeout_s=self._connect_timeout_s + 60
+            )
             LOGGER.info("model %r reloaded", model_name)
         except (urllib.error.URLError, OSError) as exc:
             if not self._stop_requested.is_set():
@@ -602,7 +641,9 @@ class Triton:
         """Register a prepared bound model and load it when the server runs (repository mode)."""
         with self._lock:
             if self._stopped:
-                raise PyTritonTorchInvalidOperationError(f"cannot bind {model.name!r}: this Triton was stopped")
+                raise PyTritonTorchInvalidOperationError(
+                    f"cannot bind {model.name!r}: this Triton was stopped"
+                )
             if model.name in self._models:
                 raise PyTritonTorchInvalidOperationError(f"model {model.name!r} is already bound")
             self._models[model.name] = model
@@ -633,6 +674,7 @@ class Triton:
     def _load(self, model: BoundModel) -> None:
         assert self._workspace is not None and self._zmq is not None
         if self._failure is not None:  # run() users learn here that the server is gone
+            _UNREPORTED.discard(id(self))
             raise PyTritonTorchServerError(f"cannot load model {model.name!r}: {self._failure}")
         model.write(
             self._workspace,
@@ -676,16 +718,15 @@ def _default_names(tensors: Sequence[Tensor], prefix: str) -> list[Tensor]:
     ]
 
 
-def _torch_callables(
-    model_name: str, fns: list[Callable[..., Any]], device: Any
-) -> list[Callable[..., Any]]:
+def _torch_callables(model_name: str, fns: list[Callable[..., Any]], device: Any) -> list[Callable[..., Any]]:
     from ._torch._adapter import TorchInfer, resolve_device
 
     devices = list(device) if isinstance(device, list | tuple) else [device]
     if not devices:
         raise PyTritonTorchValidationError(f"model {model_name!r}: device list is empty")
     return [
-        fn if getattr(fn, "takes_torch", False)
+        fn
+        if getattr(fn, "takes_torch", False)
         else TorchInfer(fn, resolve_device(devices[i % len(devices)]), model_name=model_name)
         for i, fn in enumerate(fns)
     ]

@@ -142,6 +142,11 @@ class ServerEndpoint:
                         if self._on_peer_lost is not None and not self._closed.is_set():
                             self._on_peer_lost()
 
+    def peer_lost(self) -> None:
+        """Report that the connected stub died (the zmq transport learns it from the stub's pid)."""
+        if self._on_peer_lost is not None and not self._closed.is_set():
+            self._on_peer_lost()
+
     def _replace(self, conn: _UnixStream | None) -> None:
         if self._conn is not None:
             with contextlib.suppress(KeyError, ValueError):

@@ -129,6 +129,30 @@ class InstanceWorker:
     def _current(self, generation: int) -> bool:
         return generation == self._generation
 
+    def _watch_stub(self, pid: int | None) -> None:
+        """Zmq only: a ROUTER socket does not see its peer vanish, so watch the stub's pid instead.
+
+        The Unix transport sees the connection close and reports a lost stub itself.
+        """
+        if self._sock.kind != "zmq" or not pid:
+            return
+
+        def watch() -> None:
+            while not self._closed.wait(0.5):
+                if not _pid_alive(pid):
+                    LOGGER.warning(
+                        "model %r instance %d: its stub (pid %d) exited",
+                        self.info.model_name,
+                        self.index,
+                        pid,
+                    )
+                    self._sock.peer_lost()
+                    return
+
+        threading.Thread(
+            target=watch, name=f"pytriton_torch-{self.info.model_name}-{self.index}-stub", daemon=True
+        ).start()
+
     def _watch(self) -> None:
         """Replace the serving thread when a call has run well past the model's timeout."""
         assert self._timeout_s is not None
@@ -167,6 +191,7 @@ class InstanceWorker:
                             self._busy_since = None
                 elif kind == proto.HELLO:
                     self._sock.send(peer, [proto.dumps({"t": proto.WELCOME, "id": header["id"]})])
+                    self._watch_stub(header.get("pid"))
                     self.connected.set()
         except ChannelClosed:
             return
@@ -286,3 +311,11 @@ class InstanceWorker:
                 self._sock.send(ident, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
         if isinstance(exc, PyTritonTorchUnrecoverableError):
             self._on_fatal(f"model {self.info.model_name!r}: {message}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # a killed stub stays a zombie until Triton reaps it
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False

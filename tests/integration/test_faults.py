@@ -146,6 +146,29 @@ def test_killed_stub_fails_in_flight_requests_and_is_restarted(triton: Triton) -
     _infer(triton.http_url, "double")
 
 
+def test_killed_stub_is_restarted_on_the_zmq_channel_too() -> None:
+    """ZeroMQ does not report a vanished peer: the worker watches the stub's pid instead."""
+    with Triton(config=make_config(), channel="zmq") as server:
+        server.bind("double", _double, *IO, config=ModelConfig(max_batch_size=2))
+        _infer(server.http_url, "double", BIG)
+        stub = _stub_of(server, "double")
+        stub.kill()
+        deadline = time.monotonic() + 60
+        errors: list[str] = []
+        while True:
+            try:
+                _infer(server.http_url, "double", BIG, timeout=10)
+                break
+            except InferenceServerException as exc:
+                errors.append(str(exc))
+                assert time.monotonic() < deadline, errors[-3:]
+                time.sleep(0.2)
+        assert all("is not healthy" in e for e in errors), errors
+        assert _stub_of(server, "double").pid != stub.pid
+        for _ in range(3):
+            _infer(server.http_url, "double", BIG)
+
+
 def test_bounded_queue_rejects_instead_of_piling_up(triton: Triton) -> None:
     QUEUE_GATE.release.clear()
     QUEUE_GATE.entered.clear()
@@ -216,7 +239,9 @@ def test_two_servers_side_by_side(triton: Triton) -> None:
         assert other._shm_prefix != triton._shm_prefix
         assert triton.workspace is not None and other.workspace is not None
         assert other.workspace.root != triton.workspace.root
-        sockets = {p.name for p in triton.workspace.ipc.iterdir()} & {p.name for p in other.workspace.ipc.iterdir()}
+        sockets = {p.name for p in triton.workspace.ipc.iterdir()} & {
+            p.name for p in other.workspace.ipc.iterdir()
+        }
         # the same model name gives the same socket file name, but in each server's own folder
         assert sockets
         assert not set(shm_entries(other._shm_prefix)) & set(shm_entries(triton._shm_prefix))
@@ -244,7 +269,9 @@ def test_dead_tritonserver_after_run_is_reported() -> None:
         while triton.is_alive() or triton._failure is None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        with pytest.raises(PyTritonTorchServerError, match="cannot load model 'late': tritonserver exited unexpectedly"):
+        with pytest.raises(
+            PyTritonTorchServerError, match="cannot load model 'late': tritonserver exited unexpectedly"
+        ):
             triton.bind("late", _double, *IO)
     finally:
         triton.stop()
@@ -330,3 +357,40 @@ def test_dead_tritonserver_ends_serve_with_an_error_and_nonzero_exit(tmp_path: p
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+RUN_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pytriton_torch import Triton, TritonConfig
+
+    triton = Triton(config=TritonConfig(http_port={http}, grpc_port={grpc}, metrics_port={metrics}))
+    triton.run()  # serving in the background while the application does its own work
+    os.kill(triton._process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while triton._failure is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if sys.argv[1] == "checks":
+        print("alive:", triton.is_alive(), flush=True)  # the application noticed: its own exit status
+    print("END", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["unnoticed", "checks"])
+def test_dead_tritonserver_under_run_makes_the_exit_status_non_zero(
+    tmp_path: pathlib.Path, mode: str
+) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(RUN_SCRIPT.format(http=free_port(), grpc=free_port(), metrics=free_port()))
+    done = subprocess.run(
+        [sys.executable, str(script), mode], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "END" in done.stdout, done.stderr
+    if mode == "unnoticed":
+        assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
+        assert "tritonserver exited unexpectedly" in done.stderr
+        assert "exiting with status 1" in done.stderr
+    else:
+        assert "alive: False" in done.stdout
+        assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
