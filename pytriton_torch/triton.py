@@ -719,16 +719,12 @@ def _default_names(tensors: Sequence[Tensor], prefix: str) -> list[Tensor]:
 
 
 def _torch_callables(model_name: str, fns: list[Callable[..., Any]], device: Any) -> list[Callable[..., Any]]:
-    from ._torch._adapter import TorchInfer, resolve_device
+    from ._torch._adapter import TorchInfer, resolve_devices
 
-    devices = list(device) if isinstance(device, list | tuple) else [device]
-    if not devices:
-        raise PyTritonTorchValidationError(f"model {model_name!r}: device list is empty")
+    devices = resolve_devices(device, len(fns), f"model {model_name!r}: ")
     return [
-        fn
-        if getattr(fn, "takes_torch", False)
-        else TorchInfer(fn, resolve_device(devices[i % len(devices)]), model_name=model_name)
-        for i, fn in enumerate(fns)
+        fn if getattr(fn, "takes_torch", False) else TorchInfer(fn, dev, model_name=model_name)
+        for fn, dev in zip(fns, devices, strict=True)
     ]
 
 

@@ -20,7 +20,7 @@ from .._dtypes import BF16_DTYPE
 from . import _protocol as proto
 from ._codec import Packer, unpack
 from ._metrics import ChannelMetrics
-from ._shm import SHM_DIR, ShmReader, ShmWriter
+from ._shm import SHM_DIR, ShmReader, ShmWriter, pid_alive
 from ._transport import ClientEndpoint
 
 _POLL_MS = 200
@@ -47,7 +47,9 @@ class TritonPythonModel:
         self._outputs = {o["name"] for o in config.get("output", [])}
         # numpy has no bfloat16: BF16 tensors cross pb_utils through DLPack (needs torch in the stub).
         self._bf16_inputs = {i["name"] for i in config.get("input", []) if i.get("data_type") == "TYPE_BF16"}
-        has_bf16 = self._bf16_inputs or any(o.get("data_type") == "TYPE_BF16" for o in config.get("output", []))
+        has_bf16 = self._bf16_inputs or any(
+            o.get("data_type") == "TYPE_BF16" for o in config.get("output", [])
+        )
         self._torch: Any = importlib.import_module("torch") if has_bf16 else None
         self._next_id = 0
 
@@ -76,7 +78,7 @@ class TritonPythonModel:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             if not self._sock.poll(_POLL_MS):
-                if not _alive(self._owner_pid):
+                if not pid_alive(self._owner_pid):
                     raise _WorkerGone(f"the process serving model {self._model_name!r} has exited")
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(
@@ -226,13 +228,3 @@ def _nbytes(value: Any) -> int:
 
 def _message(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, TimeoutError | _WorkerGone) else f"{type(exc).__name__}: {exc}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

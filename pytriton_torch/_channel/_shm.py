@@ -162,7 +162,7 @@ def remove_stale_segments() -> int:
         if len(parts) < 3 or not parts[1].isdigit():
             continue
         pid = int(parts[1])
-        if _pid_alive(pid):
+        if pid_alive(pid):
             continue
         with contextlib.suppress(FileNotFoundError, PermissionError):
             path.unlink()
@@ -170,11 +170,10 @@ def remove_stale_segments() -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs; a zombie (exited, not yet reaped, e.g. a killed stub) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True

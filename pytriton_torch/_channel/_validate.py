@@ -102,7 +102,9 @@ def _check_dtype(model: str, name: str, spec_dtype: Any, array: np.ndarray, stri
     want = numpy_to_triton(want_dtype)
     if got == want:  # same Triton type (e.g. str and bytes arrays for BYTES) passes as is
         return array
-    floats = {array.dtype.kind, want_dtype.kind} <= {"f"} or ("BF16" in (got, want) and array.dtype.kind in "fV")
+    floats = {array.dtype.kind, want_dtype.kind} <= {"f"} or (
+        "BF16" in (got, want) and array.dtype.kind in "fV"
+    )
     if strict or "BYTES" in (got, want) or not (floats or np.can_cast(array.dtype, want_dtype, "same_kind")):
         raise PyTritonTorchValidationError(
             f"model {model!r}: output {name!r} has dtype {array.dtype} ({got}); expected {want_dtype} ({want})"

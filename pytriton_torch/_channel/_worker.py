@@ -20,7 +20,7 @@ from .._types import Request
 from ..exceptions import PyTritonTorchError, PyTritonTorchUnrecoverableError
 from . import _protocol as proto
 from ._codec import Packer, unpack
-from ._shm import ShmReader, ShmWriter
+from ._shm import ShmReader, ShmWriter, pid_alive
 from ._transport import ChannelClosed, ServerEndpoint
 from ._validate import check_responses
 
@@ -139,7 +139,7 @@ class InstanceWorker:
 
         def watch() -> None:
             while not self._closed.wait(0.5):
-                if not _pid_alive(pid):
+                if not pid_alive(pid):
                     LOGGER.warning(
                         "model %r instance %d: its stub (pid %d) exited",
                         self.info.model_name,
@@ -311,11 +311,3 @@ class InstanceWorker:
                 self._sock.send(ident, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
         if isinstance(exc, PyTritonTorchUnrecoverableError):
             self._on_fatal(f"model {self.info.model_name!r}: {message}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:  # a killed stub stays a zombie until Triton reaps it
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False

@@ -45,6 +45,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def resolve_devices(device: Any, count: int, what: str = "") -> list[torch.device]:
+    """One device per instance: a single device (or ``"auto"``) for all, a list round-robin."""
+    choices = list(device) if isinstance(device, list | tuple) else [device]
+    if not choices:
+        from ..exceptions import PyTritonTorchValidationError
+
+        raise PyTritonTorchValidationError(f"{what}device list is empty; give at least one device")
+    devices = [resolve_device(choice) for choice in choices]
+    return [devices[i % len(devices)] for i in range(count)]
+
+
 class PinnedSegments:
     """Registers mapped shared-memory segments with the CUDA runtime (page-locks them).
 

@@ -10,7 +10,7 @@ import torch
 
 from ..exceptions import PyTritonTorchValidationError
 from ..model_config import ModelConfig, Tensor
-from ._adapter import TorchInfer
+from ._adapter import TorchInfer, resolve_devices
 from ._runner import ModuleRunner
 from ._spec import flatten_outputs, input_names, input_specs, output_specs
 
@@ -25,25 +25,6 @@ _AUTOCAST = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
-
-
-def resolve_devices(
-    device: str | torch.device | Sequence[str | torch.device], instances: int
-) -> list[torch.device]:
-    """One device per instance: "auto" -> cuda if available else cpu; a list is used round-robin."""
-    if isinstance(device, str | torch.device):
-        choice = ("cuda" if torch.cuda.is_available() else "cpu") if str(device) == "auto" else device
-        devices = [torch.device(choice)]
-    else:
-        devices = [torch.device(d) for d in device]
-        if not devices:
-            raise PyTritonTorchValidationError("device list is empty; give at least one device")
-    for dev in devices:
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise PyTritonTorchValidationError(
-                f"device {dev} requested but CUDA is not available on this machine"
-            )
-    return [devices[i % len(devices)] for i in range(instances)]
 
 
 def _examples(example_inputs: Any, what: str) -> tuple[list[str] | None, list[torch.Tensor]]:
@@ -99,7 +80,7 @@ def bind_module(
         raise PyTritonTorchValidationError(
             f"{what}: {type(module).__name__} has no method {method!r} to serve"
         )
-    devices = resolve_devices(device, instances)
+    devices = resolve_devices(device, instances, f"{what}: ")
     cast = _autocast_dtype(autocast)
     given_names, examples = _examples(example_inputs, what)
 
