@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""CNN benchmark: a compute-bound ResNet-18-sized network served three ways.
+"""CNN benchmark: a compute-bound ResNet-18-sized network served three ways, plus its limit.
 
-* ``direct``          the module called in a loop in its own process, at the batch sizes Triton's
-                      dynamic batcher formed for ``pytriton_torch`` in the window just before
-                      (the limit: no serving at all).
-* ``pytriton_torch``  ``Triton.bind_module`` (one instance, dynamic batching up to 32).
+* ``direct``          the module called in a loop in its own process (``--instances`` threads), at
+                      the batch sizes Triton's dynamic batcher formed for ``pytriton_torch`` in the
+                      window just before, in the layout ``bind_module`` serves it in (the limit:
+                      no serving at all).
+* ``pytriton_torch``  ``Triton.bind_module`` (``--instances``, dynamic batching up to 32; with the
+                      default ``memory_format="auto"`` this CNN is served channels-last).
 * ``pytriton``        PyTriton 0.7 with a hand-written ``@batch`` infer function running the same
-                      module under ``torch.inference_mode()`` (numpy -> torch -> numpy).
+                      module under ``torch.inference_mode()`` (numpy -> torch -> numpy), as a user
+                      would write it.
+* ``pytriton_cl``     the same, with the module and inputs converted to channels-last by hand:
+                      the same compute as ``pytriton_torch``, so the ratio isolates the serving path.
 
 Every request carries one image (``[1, 3, S, S]`` fp32, S = ``--size``, 64 by default); the same
 client process (``--concurrency`` threads of ``tritonclient.grpc``) drives both servers. The two
@@ -16,6 +21,7 @@ both alike. Targets (CPU): served throughput >= 80 % of the direct limit and >= 
 Usage::
 
     python benchmarks/bench_torch.py [--duration 15] [--rounds 2] [--size 64] [--threads 2]
+    python benchmarks/bench_torch.py --threads 1 --instances 2   # one core per instance
     python benchmarks/bench_torch.py --device cuda --size 224 [--cuda-graphs]   # on a GPU machine
 
 On CUDA, compare runs with and without ``--no-pinned`` (page-locked shared memory) and
@@ -98,38 +104,64 @@ def build_model(threads: int) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def serve_main(setup: str, ports: list[int], size: int, threads: int, device: str, graphs: bool) -> None:
+def channels_last(model: Any, memory_format: str) -> bool:
+    """Give a hand-written setup the layout ``bind_module`` picks for this CNN (see docs/torch.md)."""
     import torch
 
-    model = build_model(threads).to(device)
+    if memory_format == "contiguous":
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
+def serve_main(setup: str, ports: list[int], args: argparse.Namespace) -> None:
+    import torch
+
+    size, device = args.size, args.device
+    model = build_model(args.threads).to(device)
     http, grpc, metrics = ports
     if setup == "pytriton_torch":
         from pytriton_torch import DynamicBatcher, ModelConfig, Triton, TritonConfig
 
         with Triton(config=TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics)) as triton:
-            triton.bind_module(
+            runners = triton.bind_module(
                 "cnn",
                 model,
                 example_inputs=torch.zeros(1, 3, size, size),
                 config=ModelConfig(max_batch_size=MAX_BATCH, batcher=DynamicBatcher()),
                 device=device,
-                cuda_graphs=graphs,
+                instances=args.instances,
+                cuda_graphs=args.cuda_graphs,
+                memory_format=args.memory_format,
             )
+            print(f"channels-last inputs: {sorted(runners[0].channels_last)}", flush=True)
             triton.serve()
-    elif setup == "pytriton":
+    elif setup in ("pytriton", "pytriton_cl"):
         from pytriton.decorators import batch
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
 
-        @batch
-        def infer(image: np.ndarray) -> dict[str, np.ndarray]:
-            with torch.inference_mode():
-                return {"OUTPUT__0": model(torch.from_numpy(image).to(device)).cpu().numpy()}
+        # pytriton: what a user writes by hand (numpy -> torch -> numpy); pytriton_cl: the same
+        # plus the channels-last layout bind_module chooses, so only the serving path differs.
+        layout = (
+            torch.channels_last if setup == "pytriton_cl" and channels_last(model, "channels_last") else None
+        )
+
+        def make_infer() -> Any:
+            @batch
+            def infer(image: np.ndarray) -> dict[str, np.ndarray]:
+                with torch.inference_mode():
+                    x = torch.from_numpy(image).to(device)
+                    if layout is not None:
+                        x = x.contiguous(memory_format=layout)
+                    return {"OUTPUT__0": model(x).cpu().numpy()}
+
+            return infer
 
         with Triton(config=TritonConfig(http_port=http, grpc_port=grpc, metrics_port=metrics)) as triton:
             triton.bind(
                 "cnn",
-                infer,
+                [make_infer() for _ in range(args.instances)],
                 inputs=[Tensor(name="image", dtype=np.float32, shape=(3, size, size))],
                 outputs=[Tensor(name="OUTPUT__0", dtype=np.float32, shape=(1000,))],
                 config=ModelConfig(max_batch_size=MAX_BATCH, batcher=DynamicBatcher()),
@@ -157,12 +189,13 @@ class Server:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONUNBUFFERED="1")
         if args.no_pinned:
             env["PYTRITON_TORCH_PINNED"] = "0"
-        if setup == "pytriton":  # PyTriton's stub needs this interpreter's libpython first
+        if setup in ("pytriton", "pytriton_cl"):  # PyTriton's stub needs this interpreter's libpython first
             env["LD_LIBRARY_PATH"] = ":".join(
                 p for p in (sysconfig.get_config_var("LIBDIR"), env.get("LD_LIBRARY_PATH")) if p
             )
         command = [sys.executable, __file__, "--serve", setup, "--ports", ",".join(map(str, self.ports))]
         command += ["--size", str(args.size), "--threads", str(args.threads), "--device", args.device]
+        command += ["--instances", str(args.instances), "--memory-format", args.memory_format]
         command += ["--cuda-graphs"] if args.cuda_graphs else []
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -240,11 +273,17 @@ def drive(url: str, size: int, concurrency: int, duration: float) -> dict[str, A
     return {"requests": sum(done), "seconds": elapsed, "rps": sum(done) / elapsed, "errors": len(errors)}
 
 
-def direct_worker(conn: Any, size: int, threads: int, device: str) -> None:
-    """Process body: load the module once, then answer (batches, seconds) with images/s."""
+def direct_worker(
+    conn: Any, size: int, threads: int, device: str, instances: int, memory_format: str
+) -> None:
+    """Process body: load the module once, then answer (batches, seconds) with images/s.
+
+    ``instances`` threads call the one module concurrently, as the served instances do.
+    """
     import torch
 
     model = build_model(threads).to(device)
+    layout = torch.channels_last if channels_last(model, memory_format) else torch.contiguous_format
     inputs: dict[int, Any] = {}
     with torch.inference_mode():
         while True:
@@ -258,23 +297,41 @@ def direct_worker(conn: Any, size: int, threads: int, device: str) -> None:
             for b in set(order):
                 if b not in inputs:
                     inputs[b] = torch.randn(b, 3, size, size, device=device)
-                    model(inputs[b])  # warm-up of this shape
-            images, began, i = 0, time.perf_counter(), 0
-            while time.perf_counter() - began < seconds:
-                b = order[i % len(order)]
-                model(inputs[b]).cpu()  # the answer on the host, as a server would send it
-                images += b
-                i += 1
-            conn.send(images / (time.perf_counter() - began))
+                    model(inputs[b].contiguous(memory_format=layout))  # warm-up of this shape
+            images = [0] * instances
+            began = time.perf_counter()
+            job = (model, inputs, order, layout, began + seconds, images)
+            workers = [threading.Thread(target=_direct_loop, args=(*job, k)) for k in range(instances)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            conn.send(sum(images) / (time.perf_counter() - began))
+
+
+def _direct_loop(
+    model: Any, inputs: dict[int, Any], order: list[int], layout: Any, end: float, images: list[int], k: int
+) -> None:
+    import torch
+
+    with torch.inference_mode():
+        i = k
+        while time.perf_counter() < end:
+            b = order[i % len(order)]
+            # Input layout conversion and the answer on the host, as a server does them.
+            model(inputs[b].contiguous(memory_format=layout)).cpu()
+            images[k] += b
+            i += 1
 
 
 class Direct:
     """The limit: the module called in a loop in its own process, at the batch sizes formed."""
 
-    def __init__(self, size: int, threads: int, device: str) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=direct_worker, args=(child, size, threads, device), daemon=True)
+        job = (child, args.size, args.threads, args.device, args.instances, args.memory_format)
+        self._proc = ctx.Process(target=direct_worker, args=job, daemon=True)
         self._proc.start()
 
     def window(self, batches: dict[int, int], seconds: float) -> dict[str, Any]:
@@ -298,22 +355,36 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (same device for every setup)")
     parser.add_argument("--cuda-graphs", action="store_true", help="bind_module(cuda_graphs=True) on CUDA")
     parser.add_argument("--no-pinned", action="store_true", help="PYTRITON_TORCH_PINNED=0 (pageable copies)")
-    parser.add_argument("--setups", default="pytriton_torch,pytriton")
+    parser.add_argument("--instances", type=int, default=1, help="model instances (and direct-call threads)")
+    parser.add_argument(
+        "--memory-format",
+        default="auto",
+        choices=["auto", "channels_last", "contiguous"],
+        help="bind_module(memory_format=...); the direct limit uses the same layout",
+    )
+    parser.add_argument("--setups", default="pytriton_torch,pytriton,pytriton_cl")
     parser.add_argument("--out", type=pathlib.Path, default=HERE / "results" / "torch_cnn.json")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         ports = [int(p) for p in args.ports.split(",")]
-        serve_main(args.serve, ports, args.size, args.threads, args.device, args.cuda_graphs)
+        serve_main(args.serve, ports, args)
         return 0
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     setups = args.setups.split(",")
-    servers = {name: Server(name, args, args.out.parent) for name in setups}
+    servers: dict[str, Server] = {}
+    try:
+        for name in setups:
+            servers[name] = Server(name, args, args.out.parent)
+    except BaseException:  # stop the ones already up: a failed start must not leave servers behind
+        for server in servers.values():
+            server.stop()
+        raise
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in [*setups, "direct"]}
     batches: dict[int, int] = {}
-    direct = Direct(args.size, args.threads, args.device)
+    direct = Direct(args)
     try:
         for server in servers.values():  # warm both up with a short window
             drive(server.grpc_url, args.size, args.concurrency, 3)
@@ -340,16 +411,19 @@ def main() -> int:
     served = {
         name: float(np.mean([w["rps"] for w in windows])) for name, windows in results.items() if windows
     }
-    ours, theirs, best = served.get("pytriton_torch"), served.get("pytriton"), served.pop("direct", None)
+    ours, best = served.get("pytriton_torch"), served.pop("direct", None)
+    theirs, theirs_cl = served.get("pytriton"), served.get("pytriton_cl")
     ratios = {
         "pytriton_torch / direct": ours / best if ours and best else None,
         "pytriton_torch / pytriton": ours / theirs if ours and theirs else None,
+        "pytriton_torch / pytriton_cl": ours / theirs_cl if ours and theirs_cl else None,
     }
     mean_batch = sum(b * n for b, n in batches.items()) / max(1, sum(batches.values()))
     print()
     print(
         f"ResNet-18-sized CNN, 1 image [3, {args.size}, {args.size}] per request, concurrency "
-        f"{args.concurrency}, torch threads {args.threads}, mean batch formed {mean_batch:.1f}"
+        f"{args.concurrency}, torch threads {args.threads}, instances {args.instances}, "
+        f"memory format {args.memory_format}, mean batch formed {mean_batch:.1f}"
     )
     print(f"{'setup':16s} {'img/s':>8s}")
     print(f"{'direct (limit)':16s} {best or float('nan'):8.1f}")
@@ -360,6 +434,10 @@ def main() -> int:
     )
     print(
         f"pytriton_torch / pytriton = {ratios['pytriton_torch / pytriton'] or float('nan'):.2f}  (target >= 1.20)"
+    )
+    print(
+        f"pytriton_torch / pytriton_cl = {ratios['pytriton_torch / pytriton_cl'] or float('nan'):.2f}"
+        "  (same layout by hand: the serving path alone)"
     )
     report = {
         "benchmark": "torch_cnn",

@@ -539,6 +539,7 @@ class Triton:
         warmup_runs: int = 1,
         strict: bool = False,
         cuda_graphs: bool | Sequence[int] = False,
+        memory_format: str = "auto",
     ) -> list[Any]:
         """Serve a ``torch.nn.Module`` (eager, TorchScript, compiled or ``torch.export``-ed) in one call.
 
@@ -575,6 +576,11 @@ class Triton:
             cuda_graphs: On CUDA: capture a CUDA graph per batch size (``True``: the batcher's
                 preferred sizes, else powers of two up to ``max_batch_size``; or a list of sizes).
                 A batch is padded up to the next captured size and replayed; larger ones run eagerly.
+            memory_format: ``"auto"`` (default): a module with 2-D convolutions and 4-D float
+                inputs runs channels-last (NHWC; its weights are converted in place), once the
+                example call shows it works and gives the same answer; otherwise the default
+                layout is kept with a warning. ``"channels_last"`` insists (an error if it fails);
+                ``"contiguous"`` leaves the module and inputs as they are.
 
         Returns:
             The instance runners (one per instance), e.g. to inspect their devices.
@@ -600,6 +606,7 @@ class Triton:
             warmup_runs=warmup_runs,
             strict=strict,
             cuda_graphs=cuda_graphs,
+            memory_format=memory_format,
         )
 
     def load_repository(

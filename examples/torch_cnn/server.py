@@ -2,7 +2,8 @@
 
 Both instances share one copy of the weights (they run on the same device) and run concurrently,
 each on its own CUDA stream on a GPU. The batcher waits up to 2 ms to group single-image
-requests into batches of up to 32.
+requests into batches of up to 32. Being a CNN, it is served channels-last (``bind_module``'s
+default ``memory_format="auto"``); on CPU each instance gets one intra-op thread.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class SmallCNN(torch.nn.Module):
 def bind_models(triton: Triton) -> None:
     """Bind the model; ``pytriton-torch serve examples/torch_cnn/server.py:bind_models`` calls this too."""
     torch.manual_seed(0)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # one thread per instance: no OpenMP barrier across instances
     triton.bind_module(
         "cnn",
         SmallCNN().eval(),

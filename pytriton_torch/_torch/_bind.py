@@ -11,6 +11,7 @@ import torch
 from ..exceptions import PyTritonTorchValidationError
 from ..model_config import ModelConfig, Tensor
 from ._adapter import TorchInfer, resolve_devices
+from ._memory_format import check_memory_format, choose_channels_last
 from ._runner import ModuleRunner
 from ._spec import flatten_outputs, input_names, input_specs, output_specs
 
@@ -70,9 +71,11 @@ def bind_module(
     warmup_runs: int = 1,
     strict: bool = False,
     cuda_graphs: bool | Sequence[int] = False,
+    memory_format: str = "auto",
 ) -> list[ModuleRunner]:
     """Implementation of :meth:`pytriton_torch.triton.Triton.bind_module`; returns the instance runners."""
     what = f"model {model_name!r}"
+    check_memory_format(memory_format, what)
     config = config or ModelConfig(max_batch_size=64)
     if instances < 1:
         raise PyTritonTorchValidationError(f"{what}: instances must be >= 1, got {instances}")
@@ -88,33 +91,55 @@ def bind_module(
     if exported:  # a torch.export program: serve its module (graph already in inference form)
         module = module.module()  # type: ignore[operator]
     # One module object per device: instances on that device share its weights.
-    per_device: dict[torch.device, Any] = {}
+    placed: dict[torch.device, Any] = {}
     for dev in dict.fromkeys(devices):
-        placed = module.to(dev) if hasattr(module, "to") and dev != torch.device("cpu") else module
-        if hasattr(placed, "eval") and not exported:  # exported modules refuse eval()
-            placed.eval()
-        target = getattr(placed, method)
-        if compile:
-            LOGGER.info("%s: compiling %s.%s for %s", what, type(module).__name__, method, dev)
-            target = torch.compile(target, **dict(compile_options or {}))
-        per_device[dev] = target
+        placed[dev] = module.to(dev) if hasattr(module, "to") and dev != torch.device("cpu") else module
+        if hasattr(placed[dev], "eval") and not exported:  # exported modules refuse eval()
+            placed[dev].eval()
 
     names = given_names or input_names(getattr(module, method), len(examples), what)
     derived_inputs = input_specs(
         names, examples, batching=config.batching, dynamic_axes=dynamic_axes, what=what
     )
-    first = ModuleRunner(
-        per_device[devices[0]],
-        model_name=model_name,
-        input_names=names,
-        output_names={},
-        device=devices[0],
-        batching=config.batching,
-        autocast=cast,
-        inference_mode=inference_mode,
-    )
+
+    def make_runner(
+        dev: torch.device, target: Any, served: Sequence[str], renames: dict[str, str], layout: Sequence[int]
+    ) -> ModuleRunner:
+        return ModuleRunner(
+            target,
+            model_name=model_name,
+            input_names=served,
+            output_names=renames,
+            device=dev,
+            batching=config.batching,
+            autocast=cast,
+            inference_mode=inference_mode,
+            channels_last=layout,
+        )
+
     LOGGER.info("%s: example call on %s to derive outputs and warm up", what, devices[0])
-    example_outputs = first.run(examples)
+    eager = make_runner(devices[0], getattr(placed[devices[0]], method), names, {}, ())
+    example_outputs = eager.run(examples)
+
+    def channels_last_run(positions: list[int]) -> dict[str, torch.Tensor]:
+        eager.channels_last = set(positions)
+        return eager.run(examples)
+
+    layout = choose_channels_last(
+        memory_format,
+        modules=[m for m in placed.values() if hasattr(m, "to")],
+        examples=examples,
+        reference=example_outputs,
+        run=channels_last_run,
+        what=what,
+    )
+    per_device: dict[torch.device, Any] = {}
+    for dev, placed_module in placed.items():
+        target = getattr(placed_module, method)
+        if compile:
+            LOGGER.info("%s: compiling %s.%s for %s", what, type(module).__name__, method, dev)
+            target = torch.compile(target, **dict(compile_options or {}))
+        per_device[dev] = target
     derived_outputs = output_specs(
         example_outputs, batching=config.batching, dynamic=bool(dynamic_axes), what=what
     )
@@ -124,19 +149,8 @@ def bind_module(
         raise PyTritonTorchValidationError(
             f"{what}: CUDA graphs need static shapes; drop dynamic_axes or cuda_graphs"
         )
-    runners = [
-        ModuleRunner(
-            per_device[dev],
-            model_name=model_name,
-            input_names=[str(t.name) for t in final_inputs],
-            output_names=renames,
-            device=dev,
-            batching=config.batching,
-            autocast=cast,
-            inference_mode=inference_mode,
-        )
-        for dev in devices
-    ]
+    served = [str(t.name) for t in final_inputs]
+    runners = [make_runner(dev, per_device[dev], served, renames, layout) for dev in devices]
     instances_ = [TorchInfer(runner, runner.device, model_name=model_name) for runner in runners]
     sizes = _graph_sizes(cuda_graphs, config)
     for index, (runner, instance) in enumerate(zip(runners, instances_, strict=True)):

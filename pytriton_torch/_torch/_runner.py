@@ -40,6 +40,7 @@ class ModuleRunner:
         batching: bool,
         autocast: torch.dtype | None = None,
         inference_mode: bool = True,
+        channels_last: Sequence[int] = (),
     ) -> None:
         self._method = method
         self._what = f"model {model_name!r}"
@@ -49,6 +50,7 @@ class ModuleRunner:
         self._batching = batching
         self._autocast = autocast
         self._inference_mode = inference_mode
+        self.channels_last = set(channels_last)  # positions of inputs fed in NHWC layout
         self._graphs: dict[int, _Graph] = {}
         self._graph_sizes: list[int] = []
 
@@ -66,13 +68,18 @@ class ModuleRunner:
 
     def run(self, tensors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Call the module on tensors (moved to the device); returns its outputs by name, on device."""
-        moved = [t.to(self.device, non_blocking=True) for t in tensors]
+        moved = [self._move(i, t) for i, t in enumerate(tensors)]
         rows = int(moved[0].shape[0]) if self._batching and moved and moved[0].dim() else 0
         index = bisect.bisect_left(self._graph_sizes, rows) if self._graphs else len(self._graph_sizes)
         if index < len(self._graph_sizes):
             return self._graphs[self._graph_sizes[index]].replay(moved, rows)
         with self._context():
             return flatten_outputs(self._method(*moved), self._what)
+
+    def _move(self, position: int, tensor: torch.Tensor) -> torch.Tensor:
+        if position in self.channels_last:
+            return tensor.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        return tensor.to(self.device, non_blocking=True)
 
     def capture_graphs(self, examples: Sequence[torch.Tensor], sizes: Sequence[int], stream: Any) -> None:
         """Capture one CUDA graph per batch size (inputs shaped like ``examples`` past the batch axis)."""
@@ -83,7 +90,10 @@ class ModuleRunner:
         if not self._batching:
             raise PyTritonTorchValidationError(f"{self._what}: CUDA graphs need a batching model")
         for size in sorted(set(sizes)):
-            static = [torch.zeros((size, *e.shape[1:]), dtype=e.dtype, device=self.device) for e in examples]
+            static = [
+                self._move(i, torch.zeros((size, *e.shape[1:]), dtype=e.dtype, device=self.device))
+                for i, e in enumerate(examples)
+            ]
             self._graphs[size] = _Graph.capture(self, static, stream)
             LOGGER.info("%s: captured a CUDA graph for batch size %d on %s", self._what, size, self.device)
         self._graph_sizes = sorted(self._graphs)

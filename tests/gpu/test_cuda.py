@@ -44,6 +44,16 @@ def served() -> Any:
             "mlp_graphs", net, example_inputs=torch.zeros(1, 64), config=config, cuda_graphs=[1, 4, 16]
         )
         triton.bind_module("mlp_bf16", net, example_inputs=torch.zeros(1, 64), autocast="bfloat16")
+        cnn = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )
+        SEEN["cnn"] = cnn
+        SEEN["cnn_runners"] = triton.bind_module(
+            "cnn_graphs", cnn, example_inputs=torch.zeros(1, 3, 32, 32), config=config, cuda_graphs=[4, 16]
+        )
         yield triton, net
 
 
@@ -82,6 +92,18 @@ def test_cuda_graphs_pad_to_the_next_captured_size(served: Any, rows: int) -> No
     with torch.inference_mode():
         expected = net(torch.from_numpy(x).cuda()).cpu().numpy()
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cnn_runs_channels_last_in_cuda_graphs(served: Any) -> None:
+    triton, _ = served
+    (runner,) = SEEN["cnn_runners"]
+    assert runner.channels_last == {0}
+    assert runner.graph_sizes == [4, 16]
+    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32), dtype=F32)
+    y = _infer(_client(triton), "cnn_graphs", x, name="input").as_numpy("OUTPUT__0")
+    with torch.inference_mode():
+        expected = SEEN["cnn"](torch.from_numpy(x).cuda()).cpu().numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-4)
 
 
 def test_autocast_bf16_on_gpu(served: Any) -> None:

@@ -232,3 +232,45 @@ def test_bind_module_errors(triton: Triton) -> None:
             example_inputs=torch.zeros(1, 4),
             outputs=[Tensor(name="a", dtype=F32, shape=(3,)), Tensor(name="b", dtype=F32, shape=(3,))],
         )
+
+
+class TinyCnn(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.head = torch.nn.Linear(6, 2)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(image)).mean(dim=(2, 3)))
+
+
+class FlatCnn(TinyCnn):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.conv(image)
+        return out.view(out.shape[0], -1)[:, :2]  # needs NCHW strides
+
+
+def test_convolutional_modules_run_channels_last_and_answer_the_same(triton: Triton) -> None:
+    torch.manual_seed(0)
+    cnn, flat = TinyCnn().eval(), FlatCnn().eval()
+    x = np.random.default_rng(2).standard_normal((3, 3, 10, 10)).astype(F32)
+    with torch.inference_mode():
+        expected = {"cnn": cnn(torch.from_numpy(x)).numpy(), "flat": flat(torch.from_numpy(x)).numpy()}
+    config = ModelConfig(max_batch_size=4)
+    example = torch.zeros(1, 3, 10, 10)
+    (runner,) = triton.bind_module("cnn", cnn, example_inputs=example, config=config)
+    assert runner.channels_last == {0}
+    assert cnn.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    (fallback,) = triton.bind_module("flat", flat, example_inputs=example, config=config)
+    assert fallback.channels_last == set()
+    (plain,) = triton.bind_module(
+        "cnn_nchw", TinyCnn(), example_inputs=example, memory_format="contiguous", config=config
+    )
+    assert plain.channels_last == set()
+    for model in ("cnn", "flat"):
+        got = _infer(triton, model, image=x).as_numpy("OUTPUT__0")
+        assert np.allclose(got, expected[model], atol=1e-5), model
+    with pytest.raises(PyTritonTorchValidationError, match="does not run in channels-last format"):
+        triton.bind_module("flat_cl", FlatCnn(), example_inputs=example, memory_format="channels_last")
+    with pytest.raises(PyTritonTorchValidationError, match="memory_format='nhwc' is not supported"):
+        triton.bind_module("bad_format", TinyCnn(), example_inputs=example, memory_format="nhwc")
