@@ -6,7 +6,7 @@ Triton formed) and returns a ``list`` of mappings ``output name -> np.ndarray``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import ItemsView, Iterator, KeysView, MutableMapping, ValuesView
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,16 @@ class Request(MutableMapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return len(self.data)
+
+    # The dict's own views: MutableMapping's generic ones look every value up again (hot path).
+    def keys(self) -> KeysView[str]:
+        return self.data.keys()
+
+    def values(self) -> ValuesView[np.ndarray]:
+        return self.data.values()
+
+    def items(self) -> ItemsView[str, np.ndarray]:
+        return self.data.items()
 
     def __repr__(self) -> str:
         inputs = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in self.data.items())

@@ -364,6 +364,8 @@ def _describe(value: Any) -> str:
 
 def _as_outputs(result: Any, fn: Callable[..., Any], instance: Any, decorator: str) -> Outputs:
     """Turn a result into an outputs dict; a list/tuple maps to the declared outputs in order."""
+    if type(result) is dict:  # the common case, before the slower ABC check
+        return cast(Outputs, result)
     if isinstance(result, Mapping):
         return result if isinstance(result, dict) else dict(result)
     if isinstance(result, list | tuple):
@@ -403,7 +405,7 @@ def _requests_arg(args: tuple[Any, ...], decorator: str, fn: Callable[..., Any])
         )
     requests = list(args[0])
     for index, request in enumerate(requests):
-        if not isinstance(request, Mapping):
+        if type(request) is not Request and not isinstance(request, Mapping):
             raise PyTritonTorchValidationError(
                 f"{decorator}: request {index} is a {type(request).__name__}; expected a Request "
                 f"(a mapping of input name -> array)"
@@ -450,8 +452,13 @@ def _check_request_rows(request: Mapping[str, Any], index: int) -> int:
 
 
 def _split_outputs(
-    outputs: Outputs, sizes: Sequence[int], fn: Callable[..., Any], *, check: bool
+    outputs: Outputs, sizes: Sequence[int], fn: Callable[..., Any], *, check: Callable[[], bool]
 ) -> list[Outputs]:
+    """Cut batch outputs back into one dict per request.
+
+    ``check()`` says whether a first dimension other than the batch total is an error; it is only
+    asked on a mismatch, so the happy path never looks up the model.
+    """
     total = sum(sizes)
     for name, value in outputs.items():
         shape = getattr(value, "shape", None)
@@ -460,7 +467,7 @@ def _split_outputs(
                 f"@batch: output {name!r} returned by {_fn_name(fn)} is {_describe(value)}; expected an "
                 f"array whose first dimension is the batch size {total}"
             )
-        if check and int(shape[0]) != total:
+        if int(shape[0]) != total and check():
             raise PyTritonTorchValidationError(
                 f"@batch: output {name!r} returned by {_fn_name(fn)} has batch size {int(shape[0])} (shape "
                 f"{tuple(shape)}); expected batch size {total}, the sum of the requests' batch sizes "
@@ -481,14 +488,15 @@ def _batch_wrapper(wrapped: InferFn, instance: Any, args: tuple[Any, ...], kwarg
     if not requests:
         raise PyTritonTorchValidationError(f"@batch: {_fn_name(wrapped)} was called with no requests")
     sizes = [_check_request_rows(request, index) for index, request in enumerate(requests)]
-    check = True
-    if len(requests) == 1:
-        inputs = dict(requests[0])
-        info = _model_info_or_none(wrapped, instance)
+
+    def check() -> bool:
+        if len(requests) > 1:
+            return True
         # Without batching, the single request's tensors have no batch axis to check outputs against.
-        check = info is None or info.batching
-    else:
-        inputs = _concatenate_inputs(requests)
+        info = _model_info_or_none(wrapped, instance)
+        return info is None or info.batching
+
+    inputs = dict(requests[0]) if len(requests) == 1 else _concatenate_inputs(requests)
     call_kwargs = {**kwargs, **inputs}
     result = wrapped(*args[1:], **call_kwargs)
 

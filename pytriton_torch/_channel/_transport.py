@@ -31,7 +31,6 @@ import zmq
 TRANSPORTS = ("unix", "zmq")
 
 _COUNT = struct.Struct("<I")
-_LENGTH = struct.Struct("<Q")
 
 
 class ChannelClosed(Exception):
@@ -46,37 +45,66 @@ def _read_exact(sock: socket.socket, view: memoryview) -> None:
         view = view[got:]
 
 
+_FIRST_READ = 16 * 1024
+
+
 class _UnixStream:
-    """Framing over one connected stream socket."""
+    """Framing over one connected stream socket.
+
+    A message is usually small and read with one ``recv_into``; bytes read past its end (the next
+    message had already arrived) are kept for the next ``recv``.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._rest = b""
 
     def send(self, frames: Sequence[Any]) -> None:
         views = [memoryview(f).cast("B") for f in frames]
-        prefix = _COUNT.pack(len(views)) + b"".join(_LENGTH.pack(v.nbytes) for v in views)
-        parts: list[Any] = [prefix, *views]
-        total = sum(memoryview(p).nbytes for p in parts)
-        sent = self.sock.sendmsg(parts)
+        lengths = [v.nbytes for v in views]
+        prefix = struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths)
+        sent = self.sock.sendmsg([prefix, *views])
+        total = len(prefix) + sum(lengths)
         if sent < total:  # a blocking socket normally sends everything; finish the remainder
-            rest = b"".join(bytes(p) for p in parts)[sent:]
+            rest = b"".join([prefix, *(bytes(v) for v in views)])[sent:]
             self.sock.sendall(rest)
 
     def recv(self) -> list[memoryview]:
-        head = bytearray(4)
-        _read_exact(self.sock, memoryview(head))
-        (count,) = _COUNT.unpack(head)
-        lengths_raw = bytearray(8 * count)
-        _read_exact(self.sock, memoryview(lengths_raw))
-        lengths = [_LENGTH.unpack_from(lengths_raw, 8 * i)[0] for i in range(count)]
         # A fresh buffer per message: frames of the previous one may still be referenced.
-        view = memoryview(bytearray(sum(lengths)))
-        _read_exact(self.sock, view)
-        frames, pos = [], 0
+        buffer = bytearray(max(_FIRST_READ, len(self._rest)))
+        have = len(self._rest)
+        buffer[:have] = self._rest
+        if not have:
+            have = self.sock.recv_into(buffer)
+            if have == 0:
+                raise ChannelClosed("peer closed the connection")
+        have = self._at_least(buffer, have, 4)
+        (count,) = _COUNT.unpack_from(buffer)
+        head = 4 + 8 * count
+        have = self._at_least(buffer, have, head)
+        lengths = struct.unpack_from(f"<{count}Q", buffer, 4)
+        end = head + sum(lengths)
+        if end > len(buffer):  # a large message: one buffer of its exact size
+            buffer.extend(bytes(end - len(buffer)))
+        have = self._at_least(buffer, have, end)
+        self._rest = bytes(buffer[end:have])
+        view = memoryview(buffer)
+        frames, pos = [], head
         for length in lengths:
             frames.append(view[pos : pos + length])
             pos += length
         return frames
+
+    @property
+    def pending(self) -> bool:
+        """Bytes of a next message were already read: ``recv`` must be called before polling."""
+        return bool(self._rest)
+
+    def _at_least(self, buffer: bytearray, have: int, need: int) -> int:
+        if have < need:
+            _read_exact(self.sock, memoryview(buffer)[have:need])
+            return need
+        return have
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -127,6 +155,8 @@ class ServerEndpoint:
         while True:
             if self._closed.is_set():
                 raise ChannelClosed("closed")
+            if self._conn is not None and self._conn.pending:
+                return self._conn, self._conn.recv()
             for fd, _ in self._poller.poll():
                 if fd == self._wake_r:
                     raise ChannelClosed("closed")
@@ -211,6 +241,8 @@ class ClientEndpoint:
     def poll(self, timeout_ms: int) -> bool:
         if self.kind == "zmq":
             return bool(self._zsock.poll(timeout_ms))
+        if self._stream.pending:
+            return True
         fd = [self._stream.sock]
         if self._spin_s:
             # Waking a sleeping thread costs ~0.1 ms on small VMs; the answer usually comes sooner,

@@ -220,7 +220,7 @@ class InstanceWorker:
             if self.info.decoupled:
                 self._stream(ident, call_id, requests, result, generation)
                 return
-            if inspect.isawaitable(result):
+            if type(result) is not list and inspect.isawaitable(result):
                 result = self._loop.run(result)
             function_ns = time.perf_counter_ns() - started  # the proxy's hop metric leaves it out
             responses = check_responses(self.info, requests, result, strict=self._strict)

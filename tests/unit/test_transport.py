@@ -114,3 +114,56 @@ def test_client_sees_a_closed_server(tmp_path: Path) -> None:
 def test_unknown_transport(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown channel transport 'tcp'"):
         ServerEndpoint("tcp", str(tmp_path / "sock"))
+
+
+def test_unix_framing_keeps_messages_that_arrive_together_or_in_pieces() -> None:
+    """Several messages in one read, one message over many reads, and a message larger than a read."""
+    import socket
+    import struct
+
+    from pytriton_torch._channel._transport import _UnixStream
+
+    left, right = socket.socketpair()
+    sender, receiver = _UnixStream(left), _UnixStream(right)
+    big = bytes(range(256)) * 300  # 76.8 kB: more than the first read
+    sender.send([b"one", b"\x00"])
+    sender.send([b"two", big])
+    sender.send([b"three"])
+    assert [bytes(f) for f in receiver.recv()] == [b"one", b"\x00"]
+    assert receiver.pending  # the rest was read together with the first message
+    assert [bytes(f) for f in receiver.recv()] == [b"two", big]
+    assert [bytes(f) for f in receiver.recv()] == [b"three"]
+    assert not receiver.pending
+    # A message written a few bytes at a time is put back together.
+    raw = struct.pack("<IQQ", 2, 5, 3) + b"hello" + b"abc"
+    for i in range(0, len(raw), 3):
+        left.sendall(raw[i : i + 3])
+    frames = receiver.recv()
+    assert [bytes(f) for f in frames] == [b"hello", b"abc"]
+    frames[0][0] = ord("j")  # frames are writable views (arrays built on them must be writable)
+    left.close()
+    with pytest.raises(ChannelClosed):
+        receiver.recv()
+    right.close()
+
+
+def test_unix_client_sees_an_already_received_answer_as_ready(tmp_path: Path) -> None:
+    """Two answers that arrive together: ``poll`` must report the second one although the socket is empty."""
+    address = str(tmp_path / "sock")
+    server = ServerEndpoint("unix", address)
+    client = ClientEndpoint("unix", address)
+    client.send([b"ping"])
+    peer, _ = server.recv()
+    server.send(peer, [b"stale"])
+    server.send(peer, [b"answer"])
+    assert client.poll(5_000)
+    assert [bytes(f) for f in client.recv()] == [b"stale"]
+    assert client.poll(0)
+    assert [bytes(f) for f in client.recv()] == [b"answer"]
+    client.send([b"a"])
+    client.send([b"b"])
+    assert [bytes(f) for f in server.recv()[1]] == [b"a"]
+    assert [bytes(f) for f in server.recv()[1]] == [b"b"]
+    server.close()
+    server.release()
+    client.close()
