@@ -21,6 +21,20 @@ INLINE_LIMIT = 64 * 1024
 """Tensors up to this many bytes travel inside the ZeroMQ message; larger ones in shared memory."""
 
 Descriptor = list[Any]
+# Numeric dtypes by Triton name, looked up before the general conversion (hot path).
+_WIRE_TYPES = {
+    np.dtype(t): n
+    for t, n in [
+        (np.float32, "FP32"),
+        (np.float16, "FP16"),
+        (np.float64, "FP64"),
+        (np.int64, "INT64"),
+        (np.int32, "INT32"),
+        (np.int8, "INT8"),
+        (np.uint8, "UINT8"),
+        (np.bool_, "BOOL"),
+    ]
+}
 _LEN = struct.Struct("<I")
 
 
@@ -74,45 +88,44 @@ class Packer:
         self, groups: Sequence[Mapping[str, np.ndarray]]
     ) -> tuple[list[list[Descriptor]], list[Any], str]:
         """Descriptors per group, raw frames, and the segment name ("" when unused)."""
-        prepared: list[list[tuple[str, str, tuple[int, ...], np.ndarray | bytes]]] = []
+        out: list[list[Descriptor]] = []
+        frames: list[Any] = []
+        in_shm: list[tuple[Descriptor, np.ndarray | bytes]] = []  # written once the segment is sized
         shm_bytes = 0
         for group in groups:
-            items = []
+            descriptors = []
             for name, value in group.items():
-                array = as_wire_array(value)
-                datatype = numpy_to_triton(array.dtype, what=f"tensor {name!r}")
+                array = value if type(value) is np.ndarray else as_wire_array(value)
+                datatype = _WIRE_TYPES.get(array.dtype) or numpy_to_triton(
+                    array.dtype, what=f"tensor {name!r}"
+                )
                 payload: np.ndarray | bytes
                 if datatype == "BYTES":
                     payload = serialize_bytes(array)
                     size = len(payload)
                 else:
-                    payload = np.ascontiguousarray(array)
+                    payload = array if array.flags.c_contiguous else np.ascontiguousarray(array)
                     size = payload.nbytes
                 if size > self._inline_limit:
                     shm_bytes += segment_aligned_size(size)
-                items.append((name, datatype, array.shape, payload))
-            prepared.append(items)
-        if shm_bytes:
-            self._writer.reset(shm_bytes)
-        frames: list[Any] = []
-        out: list[list[Descriptor]] = []
-        for items in prepared:
-            descriptors = []
-            for name, datatype, shape, payload in items:
-                size = len(payload) if isinstance(payload, bytes) else payload.nbytes
-                if size > self._inline_limit:
-                    if isinstance(payload, bytes):
-                        offset, nbytes = self._writer.write_bytes(payload)
-                    else:
-                        offset, nbytes = self._writer.write(payload)
-                    descriptors.append([name, datatype, list(shape), -1, offset, nbytes])
+                    descriptor = [name, datatype, list(array.shape), -1, 0, size]
+                    in_shm.append((descriptor, payload))
                 else:
-                    descriptors.append([name, datatype, list(shape), len(frames), 0, size])
+                    descriptor = [name, datatype, list(array.shape), len(frames), 0, size]
                     frames.append(
                         payload if isinstance(payload, bytes) else payload.reshape(-1).view(np.uint8).data
                     )
+                descriptors.append(descriptor)
             out.append(descriptors)
-        return out, frames, self._writer.name if shm_bytes else ""
+        if not shm_bytes:
+            return out, frames, ""
+        self._writer.reset(shm_bytes)
+        for descriptor, payload in in_shm:
+            if isinstance(payload, bytes):
+                descriptor[4], descriptor[5] = self._writer.write_bytes(payload)
+            else:
+                descriptor[4], descriptor[5] = self._writer.write(payload)
+        return out, frames, self._writer.name
 
 
 def unpack(
