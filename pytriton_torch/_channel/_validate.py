@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -12,12 +12,6 @@ from .._dtypes import numpy_to_triton
 from .._types import Request
 from ..exceptions import PyTritonTorchValidationError
 from ._codec import as_wire_array
-
-
-class _OutputSpec(NamedTuple):
-    name: str
-    dtype: np.dtype[Any]
-    shape: tuple[int, ...]
 
 
 def request_batch_size(request: Request) -> int:
@@ -45,7 +39,7 @@ def check_responses(
         raise PyTritonTorchValidationError(
             f"model {model!r}: the infer function returned {len(responses)} responses for {len(requests)} requests"
         )
-    specs = _output_specs(info)
+    specs = {str(t.name): t for t in info.outputs}
     checked = []
     for request, response in zip(requests, responses, strict=True):
         if not hasattr(response, "items"):
@@ -72,26 +66,12 @@ def check_responses(
     return checked
 
 
-_SPECS: dict[int, tuple[ModelInfo, dict[str, _OutputSpec]]] = {}
-
-
-def _output_specs(info: ModelInfo) -> dict[str, _OutputSpec]:
-    """The model's output specs with numpy dtypes, built once per model (checked on every batch)."""
-    cached = _SPECS.get(id(info))
-    if cached is None or cached[0] is not info:
-        specs = {
-            str(t.name): _OutputSpec(str(t.name), np.dtype(t.dtype), tuple(t.shape)) for t in info.outputs
-        }
-        cached = _SPECS[id(info)] = (info, specs)
-    return cached[1]
-
-
 def _check_output(
-    model: str, spec: _OutputSpec, array: np.ndarray, batch_size: int | None, strict: bool
+    model: str, spec: Any, array: np.ndarray, batch_size: int | None, strict: bool
 ) -> np.ndarray:
     name = spec.name
     array = _check_dtype(model, name, spec.dtype, array, strict)
-    per_sample = spec.shape
+    per_sample = tuple(spec.shape)
     if batch_size is not None:
         if array.ndim == 0 or array.shape[0] != batch_size:
             got_size = "a scalar" if array.ndim == 0 else f"batch size {array.shape[0]}"
