@@ -51,17 +51,20 @@ _TORCH_NAMES = {
 }
 
 
+def wire_datatype(dtype: np.dtype) -> str | None:
+    """Triton datatype name for a numpy dtype, or None when it has none (no error message built)."""
+    return "BYTES" if dtype.kind in "SUO" else _TRITON_BY_NUMPY.get(dtype)
+
+
 def numpy_to_triton(dtype: np.dtype, *, what: str = "tensor") -> str:
     """Triton datatype name (``"FP32"``) for a numpy dtype; bytes/str kinds map to ``BYTES``."""
-    if dtype.kind in "SUO":
-        return "BYTES"
-    try:
-        return _TRITON_BY_NUMPY[dtype]
-    except KeyError:
+    name = wire_datatype(dtype)
+    if name is None:
         supported = ", ".join(sorted({str(d) for d in _TRITON_BY_NUMPY} | {"bytes"}))
         raise PyTritonTorchValidationError(
             f"{what}: dtype {dtype} has no Triton equivalent; expected one of {supported}"
-        ) from None
+        )
+    return name
 
 
 def triton_to_numpy(name: str) -> np.dtype:

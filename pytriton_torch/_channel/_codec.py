@@ -14,27 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .._dtypes import numpy_to_triton, torch_to_wire, triton_to_numpy
+from .._dtypes import numpy_to_triton, torch_to_wire, triton_to_numpy, wire_datatype
 from ._shm import ShmReader, ShmWriter, segment_aligned_size
 
 INLINE_LIMIT = 64 * 1024
 """Tensors up to this many bytes travel inside the ZeroMQ message; larger ones in shared memory."""
 
 Descriptor = list[Any]
-# Numeric dtypes by Triton name, looked up before the general conversion (hot path).
-_WIRE_TYPES = {
-    np.dtype(t): n
-    for t, n in [
-        (np.float32, "FP32"),
-        (np.float16, "FP16"),
-        (np.float64, "FP64"),
-        (np.int64, "INT64"),
-        (np.int32, "INT32"),
-        (np.int8, "INT8"),
-        (np.uint8, "UINT8"),
-        (np.bool_, "BOOL"),
-    ]
-}
 _LEN = struct.Struct("<I")
 
 
@@ -96,9 +82,8 @@ class Packer:
             descriptors = []
             for name, value in group.items():
                 array = value if type(value) is np.ndarray else as_wire_array(value)
-                datatype = _WIRE_TYPES.get(array.dtype) or numpy_to_triton(
-                    array.dtype, what=f"tensor {name!r}"
-                )
+                # The error text is only built for a dtype without a Triton name.
+                datatype = wire_datatype(array.dtype) or numpy_to_triton(array.dtype, what=f"tensor {name!r}")
                 payload: np.ndarray | bytes
                 if datatype == "BYTES":
                     payload = serialize_bytes(array)
