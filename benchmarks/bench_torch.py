@@ -104,14 +104,17 @@ def build_model(threads: int) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
-def channels_last(model: Any, memory_format: str) -> bool:
-    """Give a hand-written setup the layout ``bind_module`` picks for this CNN (see docs/torch.md)."""
+def input_layout(model: Any, memory_format: str) -> Any:
+    """Give a hand-written setup the layout ``bind_module`` picks for this CNN (see docs/torch.md).
+
+    Converts the model when that layout is channels-last; returns the layout to feed inputs in.
+    """
     import torch
 
     if memory_format == "contiguous":
-        return False
+        return torch.contiguous_format
     model.to(memory_format=torch.channels_last)
-    return True
+    return torch.channels_last
 
 
 def serve_main(setup: str, ports: list[int], args: argparse.Namespace) -> None:
@@ -143,16 +146,14 @@ def serve_main(setup: str, ports: list[int], args: argparse.Namespace) -> None:
 
         # pytriton: what a user writes by hand (numpy -> torch -> numpy); pytriton_cl: the same
         # plus the channels-last layout bind_module chooses, so only the serving path differs.
-        layout = (
-            torch.channels_last if setup == "pytriton_cl" and channels_last(model, "channels_last") else None
-        )
+        layout = input_layout(model, "channels_last" if setup == "pytriton_cl" else "contiguous")
 
         def make_infer() -> Any:
             @batch
             def infer(image: np.ndarray) -> dict[str, np.ndarray]:
                 with torch.inference_mode():
                     x = torch.from_numpy(image).to(device)
-                    if layout is not None:
+                    if layout is torch.channels_last:
                         x = x.contiguous(memory_format=layout)
                     return {"OUTPUT__0": model(x).cpu().numpy()}
 
@@ -283,7 +284,7 @@ def direct_worker(
     import torch
 
     model = build_model(threads).to(device)
-    layout = torch.channels_last if channels_last(model, memory_format) else torch.contiguous_format
+    layout = input_layout(model, memory_format)
     inputs: dict[int, Any] = {}
     with torch.inference_mode():
         while True:
