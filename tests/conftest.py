@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pathlib
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -16,3 +19,18 @@ def free_port() -> int:
 @pytest.fixture
 def ports() -> dict[str, int]:
     return {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+
+
+EXAMPLE_CLIENT_TIMEOUT_S = 120.0
+
+
+def run_client(script: pathlib.Path, url: str) -> subprocess.CompletedProcess[str]:
+    """Run an example's ``client.py --url URL`` from its folder; the caller checks the result."""
+    return subprocess.run(
+        [sys.executable, str(script), "--url", url],
+        cwd=script.parent,
+        capture_output=True,
+        text=True,
+        timeout=EXAMPLE_CLIENT_TIMEOUT_S,
+        check=False,
+    )

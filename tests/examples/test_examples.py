@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, run_client
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 READY_TIMEOUT_S = 120.0
-CLIENT_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 TRITON_PROCESS_NAMES = ("tritonserver", "triton_python_backend_stub")
 
@@ -151,17 +150,6 @@ def running_server(script: pathlib.Path, models: tuple[str, ...], log: pathlib.P
             server.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(server.pid, signal.SIGKILL)  # anything of its session still alive after a failure
-
-
-def run_client(script: pathlib.Path, url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(script), "--url", url],
-        cwd=script.parent,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT_S,
-        check=False,
-    )
 
 
 def test_every_example_is_tested_and_documented() -> None:

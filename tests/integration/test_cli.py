@@ -26,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import free_port
+from tests.conftest import free_port, run_client
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -127,18 +127,7 @@ def test_progress_and_endpoints_are_printed(add_sub: Served) -> None:
 
 
 def test_example_client_works_against_cli_server(add_sub: Served) -> None:
-    client = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "add_sub_python" / "client.py"),
-            "--url",
-            f"127.0.0.1:{add_sub.http}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    client = run_client(EXAMPLES / "add_sub_python" / "client.py", f"127.0.0.1:{add_sub.http}")
     assert client.returncode == 0, client.stdout + client.stderr
     assert "OK" in client.stdout.splitlines()
 
@@ -241,18 +230,7 @@ def test_serve_multiple_models_with_module_object(tmp_path: pathlib.Path) -> Non
         tmp_path / "serve.log",
         ("Multiply2", "Multiply3"),
     ) as served:
-        client = subprocess.run(
-            [
-                sys.executable,
-                str(EXAMPLES / "multiple_models_python" / "client.py"),
-                "--url",
-                f"127.0.0.1:{served.grpc}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        client = run_client(EXAMPLES / "multiple_models_python" / "client.py", f"127.0.0.1:{served.grpc}")
         assert client.returncode == 0, client.stdout + client.stderr
         assert "Multiply3" in served.output()
 
@@ -474,17 +452,6 @@ def test_serve_the_repository_example(tmp_path: pathlib.Path) -> None:
         tmp_path / "serve.log",
         ("addsub_torchscript", "model_directory"),
     ) as served:
-        client = subprocess.run(
-            [
-                sys.executable,
-                str(EXAMPLES / "model_repository" / "client.py"),
-                "--url",
-                f"127.0.0.1:{served.http}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        client = run_client(EXAMPLES / "model_repository" / "client.py", f"127.0.0.1:{served.http}")
         assert client.returncode == 0, client.stdout + client.stderr
         assert "OK" in client.stdout.splitlines()

@@ -45,17 +45,21 @@ class LayoutSensitive(SmallCnn):
         return flat
 
 
-def _decide(
-    module: torch.nn.Module, memory_format: str, example: torch.Tensor
-) -> tuple[list[int], ModuleRunner]:
-    runner = ModuleRunner(
+def _cpu_runner(module: torch.nn.Module) -> ModuleRunner:
+    return ModuleRunner(
         module.forward,
         model_name="m",
-        input_names=["image"],
+        input_names=["x"],
         output_names={},
         device=torch.device("cpu"),
         batching=True,
     )
+
+
+def _decide(
+    module: torch.nn.Module, memory_format: str, example: torch.Tensor
+) -> tuple[list[int], ModuleRunner]:
+    runner = _cpu_runner(module)
     reference = runner.run([example])
 
     def run(positions: list[int]) -> dict[str, torch.Tensor]:
@@ -93,14 +97,7 @@ def test_auto_picks_channels_last_for_a_cnn_and_answers_the_same() -> None:
 
 def test_auto_keeps_the_layout_without_convolutions_or_images() -> None:
     linear = torch.nn.Linear(16, 4).eval()
-    runner = ModuleRunner(
-        linear.forward,
-        model_name="m",
-        input_names=["x"],
-        output_names={},
-        device=torch.device("cpu"),
-        batching=True,
-    )
+    runner = _cpu_runner(linear)
     example = torch.zeros(2, 16)
     chosen = choose_channels_last(
         "auto",
