@@ -42,12 +42,21 @@ _GAUGE = ("shm_bytes", "Bytes of shared-memory segments held by this instance's 
 class ChannelMetrics:
     """Per-instance accumulators, flushed to Triton's metric families now and then."""
 
-    def __init__(self, counters: dict[str, Any], gauge: Any, families: list[Any], interval_s: float) -> None:
+    def __init__(
+        self,
+        counters: dict[str, Any],
+        gauge: Any,
+        families: list[Any],
+        interval_s: float,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
         self._counters = counters
         self._gauge = gauge
         self._families = families  # must outlive the metrics created from them
         self._interval_ns = int(interval_s * 1e9)
-        self._last_flush = 0
+        self._clock = clock
+        # None until the first push: the clock's value itself means nothing (time since boot).
+        self._last_flush: int | None = None
         self._batches = 0
         self._requests = 0
         self._round_trip_ns = 0
@@ -55,8 +64,13 @@ class ChannelMetrics:
         self._flushed_us = {"round_trip_us_total": 0, "hop_us_total": 0}
 
     @classmethod
-    def create(cls, pb_utils: Any, model: str, instance: str) -> ChannelMetrics | None:
-        """Metrics for one instance, or None when Triton's metrics are unavailable (e.g. disabled)."""
+    def create(
+        cls, pb_utils: Any, model: str, instance: str, clock: Callable[[], int] = time.monotonic_ns
+    ) -> ChannelMetrics | None:
+        """Metrics for one instance, or None when Triton's metrics are unavailable (e.g. disabled).
+
+        ``clock`` (nanoseconds, any origin) measures the push interval.
+        """
         try:
             interval_s = float(os.environ.get("PYTRITON_TORCH_METRICS_INTERVAL_S", "1.0"))
             if interval_s <= 0:
@@ -73,7 +87,7 @@ class ChannelMetrics:
                 name=PREFIX + _GAUGE[0], description=_GAUGE[1], kind=pb_utils.MetricFamily.GAUGE
             )
             families.append(gauge_family)
-            return cls(counters, gauge_family.Metric(labels=labels), families, interval_s)
+            return cls(counters, gauge_family.Metric(labels=labels), families, interval_s, clock)
         except Exception:  # metrics must never stop a model from loading
             return None
 
@@ -85,8 +99,8 @@ class ChannelMetrics:
         self._requests += requests
         self._round_trip_ns += round_trip_ns
         self._hop_ns += max(0, round_trip_ns - function_ns)
-        now = time.monotonic_ns()
-        if now - self._last_flush >= self._interval_ns:
+        now = self._clock()
+        if self._last_flush is None or now - self._last_flush >= self._interval_ns:
             self._last_flush = now
             self.flush(shm_bytes())
 

@@ -87,6 +87,24 @@ def test_first_batch_pushes_then_sums_until_the_interval(metrics: ChannelMetrics
     assert value("shm_bytes") == 8192
 
 
+@pytest.mark.parametrize("boot_ns", [0, 1_000_000, 10**9 * 3599])
+def test_first_batch_pushes_whatever_the_clock_reads(monkeypatch: pytest.MonkeyPatch, boot_ns: int) -> None:
+    """A machine booted moments ago has a small monotonic clock: the first push must not wait."""
+    monkeypatch.setenv("PYTRITON_TORCH_METRICS_INTERVAL_S", "3600")
+    FakePbUtils.families = {}
+    now = [boot_ns]
+    metrics = ChannelMetrics.create(FakePbUtils, "m", "m_0_0", clock=lambda: now[0])
+    assert metrics is not None
+    metrics.record(1, 1_000, 0, lambda: 0)
+    assert value("batches_total") == 1
+    now[0] += 10**9 * 3599  # within the interval: summed, not pushed
+    metrics.record(1, 1_000, 0, lambda: 0)
+    assert value("batches_total") == 1
+    now[0] += 10**9  # the interval has passed since the first push
+    metrics.record(1, 1_000, 0, lambda: 0)
+    assert value("batches_total") == 3
+
+
 def test_hop_is_never_negative(metrics: ChannelMetrics) -> None:
     metrics.record(1, round_trip_ns=1_000, function_ns=5_000, shm_bytes=lambda: 0)
     assert value("hop_us_total") == 0
