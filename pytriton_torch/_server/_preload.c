@@ -12,6 +12,8 @@
  *    /dev/shm file drops the group and other bits: no region is ever open to other users.
  * 3. No orphans. In triton_python_backend_stub, a thread ends the process as soon as its parent
  *    (tritonserver) is gone: a stub blocked in a futex on shared memory otherwise waits forever.
+ *    Each process tells its children its pid (PTT_PARENT_PID), so that a stub whose server died
+ *    even before this library ran in it still sees the difference.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -31,6 +33,7 @@
 #define PLACEHOLDER_END "@@"
 #define SECRET_VAR "PTT_SECRET_"
 #define STUB_NAME "triton_python_backend_stub"
+#define PARENT_VAR "PTT_PARENT_PID"
 #define WATCH_PERIOD_NS (100 * 1000 * 1000)
 #define MAX_DIGITS 6
 
@@ -156,9 +159,9 @@ static void *watch_parent(void *unused)
     return NULL;
 }
 
-static void start_watchdog(void)
+static void start_watchdog(pid_t parent)
 {
-    watched_parent = getppid();
+    watched_parent = parent;
     sigset_t all, old;
     sigfillset(&all);
     /* The thread inherits a full mask: the stub's signals keep going to the stub's own threads. */
@@ -170,6 +173,14 @@ static void start_watchdog(void)
         fail("cannot start the parent watchdog thread");
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* The pid our parent told us, unless that is our own (a shell that exec'd us) or missing. */
+static pid_t expected_parent(void)
+{
+    const char *told = getenv(PARENT_VAR);
+    long parent = told == NULL ? 0 : strtol(told, NULL, 10);
+    return parent > 0 && parent != (long)getpid() ? (pid_t)parent : getppid();
 }
 
 static int is_stub(const char *argv0)
@@ -185,5 +196,9 @@ __attribute__((constructor)) static void ptt_preload_init(int argc, char **argv,
     reveal_secrets(argc, argv);
     wipe_secrets();
     if (argc > 0 && is_stub(argv[0]))
-        start_watchdog();
+        start_watchdog(expected_parent());
+    char own[24];
+    snprintf(own, sizeof own, "%ld", (long)getpid());
+    if (setenv(PARENT_VAR, own, 1) != 0)
+        fail("out of memory");
 }

@@ -99,6 +99,19 @@ def _is_private_file(path: pathlib.Path) -> bool:
 
 
 def _compile(folder: pathlib.Path, library: pathlib.Path) -> None:
+    compiler = _find_compiler()
+    fd, temporary = tempfile.mkstemp(prefix=".preload-", suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        _run_compiler(compiler, temporary)
+        os.chmod(temporary, 0o700)
+        os.replace(temporary, library)  # atomic: a concurrent start sees the old file or the new one
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _find_compiler() -> list[str]:
     compiler = (
         shlex.split(os.environ.get("CC", ""))
         or [found for found in map(shutil.which, ("cc", "gcc", "clang")) if found][:1]
@@ -108,21 +121,18 @@ def _compile(folder: pathlib.Path, library: pathlib.Path) -> None:
             "pytriton_torch needs a C compiler (cc, gcc or clang on PATH, or $CC) once, to build the small "
             f"library it loads into tritonserver ({SOURCE}); install one, e.g. `apt-get install gcc`"
         )
-    fd, temporary = tempfile.mkstemp(prefix=".preload-", suffix=".so", dir=folder)
-    os.close(fd)
+    return compiler
+
+
+def _run_compiler(compiler: list[str], output: str) -> None:
+    command = [*compiler, *CFLAGS, "-o", output, str(SOURCE), "-ldl", "-lpthread"]
     try:
-        done = subprocess.run(
-            [*compiler, *CFLAGS, "-o", temporary, str(SOURCE), "-ldl", "-lpthread"],
-            capture_output=True,
-            text=True,
-            check=False,
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise PyTritonTorchServerError(
+            f"cannot run the C compiler {compiler[0]} to build {SOURCE}: {exc}"
+        ) from None
+    if done.returncode != 0:
+        raise PyTritonTorchServerError(
+            f"building {SOURCE} with {' '.join(compiler)} failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
         )
-        if done.returncode != 0:
-            raise PyTritonTorchServerError(
-                f"building {SOURCE} with {' '.join(compiler)} failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
-            )
-        os.chmod(temporary, 0o700)
-        os.replace(temporary, library)  # atomic: a concurrent start sees the old file or the new one
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
