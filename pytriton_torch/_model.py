@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +32,14 @@ for _entry in reversed(json.loads((pathlib.Path(__file__).resolve().parents[3] /
 
 from pytriton_torch._channel._proxy import TritonPythonModel  # noqa: E402,F401
 """
+
+
+def write_private(path: pathlib.Path, text: str) -> None:
+    """Write a file only this user can read (created 0600, never readable by others in between)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
 
 
 class BoundModel:
@@ -82,18 +93,18 @@ class BoundModel:
         transport: str,
         spin_us: float,
     ) -> None:
-        """Write ``config.pbtxt`` and the proxy shim into the model store."""
+        """Write ``config.pbtxt``, the proxy's settings file and the proxy shim into the model store."""
         from ._config_gen import build_model_config, to_pbtxt
 
-        parameters = {
+        settings = {
             proto.P_IPC_DIR: str(workspace.ipc),
             proto.P_SHM_PREFIX: f"{shm_prefix}-{self.name}",
-            proto.P_OWNER_PID: str(owner_pid),
-            proto.P_CONNECT_TIMEOUT: str(connect_timeout_s),
-            proto.P_INFER_TIMEOUT: str(self.config.timeout_s or 0),
+            proto.P_OWNER_PID: owner_pid,
+            proto.P_CONNECT_TIMEOUT: connect_timeout_s,
+            proto.P_INFER_TIMEOUT: self.config.timeout_s or 0,
             proto.P_TRANSPORT: transport,
-            proto.P_SPIN_US: str(spin_us),
-            proto.P_MAX_INPUT_BYTES: str(self.config.max_input_bytes or 0),
+            proto.P_SPIN_US: spin_us,
+            proto.P_MAX_INPUT_BYTES: self.config.max_input_bytes or 0,
         }
         pb = build_model_config(
             self.name,
@@ -101,10 +112,10 @@ class BoundModel:
             self.info.outputs,
             self.config,
             instance_count=len(self.infer_fns),
-            parameters=parameters,
         )
         folder = workspace.models / self.name
         (folder / str(self.version)).mkdir(parents=True, exist_ok=True)
+        write_private(folder / proto.SETTINGS_FILE, json.dumps(settings))
         (folder / "config.pbtxt").write_text(to_pbtxt(pb))
         (folder / str(self.version) / "model.py").write_text(SHIM)
 

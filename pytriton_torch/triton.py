@@ -52,6 +52,7 @@ from ._model import BoundModel
 from ._repository import RepositoryReport
 from ._server._config import TritonConfig
 from ._server._dist import TritonDist, find_dist
+from ._server._preload import Secrets, preload_library
 from ._server._process import TritonProcess, check_ports_free
 from ._server._workspace import Workspace
 from .exceptions import (
@@ -203,13 +204,24 @@ class Triton:
             check_ports_free(self._config.ports())
             dist = find_dist()
             self._workspace = Workspace(self._workspace_path)
+            try:
+                library = str(preload_library(self._workspace.root))
+            except BaseException:
+                self._workspace.remove()
+                raise
             self._workspace.link_backend(dist)
             (self._workspace.root / "syspath.json").write_text(json.dumps([p for p in sys.path if p]))
             self._zmq = zmq.Context()
+            secrets = Secrets()
+            args = self._server_args(dist, secrets)
+            env = TritonProcess.environment(dist)
+            env.update(secrets.environment())
+            # Stubs inherit the library: it keeps their shared memory private and ends orphans.
+            env["LD_PRELOAD"] = ":".join(filter(None, (library, env.get("LD_PRELOAD"))))
             self._process = TritonProcess(
                 dist,
-                self._server_args(dist),
-                TritonProcess.environment(dist),
+                args,
+                env,
                 echo=bool(self._config.log_verbose),
                 on_exit=self._on_server_exit,
             )
@@ -218,6 +230,7 @@ class Triton:
             try:
                 self._process.start()
                 self._process.wait_live(self._admin_url, self._config.startup_timeout_s or 120.0)
+                self._check_admin_token()
                 for model in list(self._models.values()):
                     self._load_at_start(model)
             except BaseException:
@@ -233,7 +246,19 @@ class Triton:
             )
         return self.http_url
 
-    def _server_args(self, dist: TritonDist) -> list[str]:
+    def _check_admin_token(self) -> None:
+        """The server took the real token (not its placeholder): the preload library did its job."""
+        try:
+            self._admin_post("/v2/repository/index", timeout_s=30)
+        except urllib.error.HTTPError as exc:
+            assert self._process is not None
+            raise PyTritonTorchServerError(
+                f"tritonserver refused the admin token ({exc.code}): the preload library that puts the token "
+                f"in place was not active (LD_PRELOAD). Last log lines:\n{self._process.logs(last=40)}"
+            ) from None
+
+    def _server_args(self, dist: TritonDist, secrets: Secrets) -> list[str]:
+        """The command line; every token on it is a placeholder (``secrets`` holds the values)."""
         assert self._workspace is not None
         config = self._config
         args = [
@@ -255,10 +280,10 @@ class Triton:
         ):
             ours = [api for api in RESTRICTED_APIS if api not in _rule_apis(rule)]
             if ours:
-                args.append(f"{flag}={','.join(ours)}:{ADMIN_HEADER}={self._token}")
+                args.append(f"{flag}={','.join(ours)}:{ADMIN_HEADER}={secrets.hide(self._token)}")
         if config.allow_gpu_metrics is None:
             args.append("--allow-gpu-metrics=false")
-        return args + config.to_args()
+        return args + [_hide_rule_value(arg, secrets) for arg in config.to_args()]
 
     def run(self) -> None:
         """Start the server (if not started) and return; it serves in the background until :meth:`stop`.
@@ -733,6 +758,16 @@ def _torch_callables(model_name: str, fns: list[Callable[..., Any]], device: Any
         fn if getattr(fn, "takes_torch", False) else TorchInfer(fn, dev, model_name=model_name)
         for fn, dev in zip(fns, devices, strict=True)
     ]
+
+
+def _hide_rule_value(arg: str, secrets: Secrets) -> str:
+    """A user's restriction rule ``--<flag>=<apis>:<header>=<value>`` with its value as a placeholder."""
+    flag, _, rule = arg.partition("=")
+    if flag not in ("--http-restricted-api", "--grpc-restricted-protocol") or ":" not in rule:
+        return arg
+    apis, _, header = rule.partition(":")
+    key, equals, value = header.partition("=")
+    return f"{flag}={apis}:{key}={secrets.hide(value)}" if equals else arg
 
 
 def _rule_apis(rule: str | None) -> set[str]:

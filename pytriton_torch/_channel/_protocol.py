@@ -1,4 +1,4 @@
-"""Message kinds and config parameter names shared by the proxy (stub side) and the worker.
+"""Message kinds and settings keys shared by the proxy (stub side) and the worker.
 
 Every message is ``[header, *frames]``; ``header`` is a msgpack map with ``t`` (kind) and ``id``.
 
@@ -23,15 +23,17 @@ PART = "part"
 ACK = "ack"
 END = "end"
 
-# Keys of the generated config's ``parameters`` that the proxy reads.
-P_IPC_DIR = "pytriton_torch.ipc_dir"
-P_SHM_PREFIX = "pytriton_torch.shm_prefix"
-P_OWNER_PID = "pytriton_torch.owner_pid"
-P_CONNECT_TIMEOUT = "pytriton_torch.connect_timeout_s"
-P_INFER_TIMEOUT = "pytriton_torch.infer_timeout_s"
-P_TRANSPORT = "pytriton_torch.transport"
-P_SPIN_US = "pytriton_torch.spin_us"
-P_MAX_INPUT_BYTES = "pytriton_torch.max_input_bytes"
+# The proxy's settings: a JSON file (mode 0600) in the model folder, with these keys. Not config.pbtxt
+# parameters: those are shown to anyone who asks for the model config.
+SETTINGS_FILE = "pytriton_torch.json"
+P_IPC_DIR = "ipc_dir"
+P_SHM_PREFIX = "shm_prefix"
+P_OWNER_PID = "owner_pid"
+P_CONNECT_TIMEOUT = "connect_timeout_s"
+P_INFER_TIMEOUT = "infer_timeout_s"
+P_TRANSPORT = "transport"
+P_SPIN_US = "spin_us"
+P_MAX_INPUT_BYTES = "max_input_bytes"
 
 
 def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:

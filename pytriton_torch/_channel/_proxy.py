@@ -6,10 +6,10 @@ Triton loads ``<workspace>/models/<name>/1/model.py``, a two-line shim that impo
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
+import pathlib
 import time
 from typing import Any
 
@@ -20,7 +20,7 @@ from .._dtypes import BF16_DTYPE
 from . import _protocol as proto
 from ._codec import Packer, unpack
 from ._metrics import ChannelMetrics
-from ._shm import SHM_DIR, ShmReader, ShmWriter, pid_alive
+from ._shm import ShmReader, ShmWriter, pid_alive
 from ._transport import ClientEndpoint
 
 _POLL_MS = 200
@@ -35,14 +35,15 @@ class TritonPythonModel:
 
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        # args["model_repository"] is this model's folder in the store.
+        params = json.loads((pathlib.Path(args["model_repository"]) / proto.SETTINGS_FILE).read_text())
         self._model_name = args["model_name"]
         instance_name = args["model_instance_name"]
         self._instance = int(instance_name.rsplit("_", 1)[1])
         self._owner_pid = int(params[proto.P_OWNER_PID])
-        timeout = float(params.get(proto.P_INFER_TIMEOUT) or 0)
+        timeout = float(params[proto.P_INFER_TIMEOUT])
         self._infer_timeout = timeout if timeout > 0 else None
-        self._max_input_bytes = int(params.get(proto.P_MAX_INPUT_BYTES) or 0)
+        self._max_input_bytes = int(params[proto.P_MAX_INPUT_BYTES])
         self._decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled"))
         self._outputs = {o["name"] for o in config.get("output", [])}
         # numpy has no bfloat16: BF16 tensors cross pb_utils through DLPack (needs torch in the stub).
@@ -54,17 +55,14 @@ class TritonPythonModel:
         self._next_id = 0
 
         address = proto.endpoint(params[proto.P_IPC_DIR], self._model_name, self._instance)
-        spin_us = float(params.get(proto.P_SPIN_US) or 0)
-        self._sock = ClientEndpoint(params.get(proto.P_TRANSPORT) or "unix", address, spin_us)
+        spin_us = float(params[proto.P_SPIN_US])
+        self._sock = ClientEndpoint(params[proto.P_TRANSPORT], address, spin_us)
         prefix = f"{params[proto.P_SHM_PREFIX]}-{self._instance}-{os.getpid()}-req"
         self._writer = ShmWriter(prefix)
         self._packer = Packer(self._writer)
         self._reader = ShmReader()
         self._metrics = ChannelMetrics.create(pb_utils, self._model_name, instance_name)
-        # The Python backend creates this stub's own shared-memory regions (every request and
-        # response tensor passes through them) with mode 0644; no tensor has crossed them yet.
-        _make_private(params[proto.P_SHM_PREFIX].removesuffix(f"-{self._model_name}") + "-tb")
-        self._handshake(float(params.get(proto.P_CONNECT_TIMEOUT) or 60))
+        self._handshake(float(params[proto.P_CONNECT_TIMEOUT]))
 
     def _handshake(self, timeout_s: float) -> None:
         self._next_id += 1
@@ -211,12 +209,6 @@ class TritonPythonModel:
 def _with_id(message: str, request_id: str) -> str:
     """The error text a client gets: the request id it set, if any, is appended so logs can be matched."""
     return f"{message} [request id: {request_id}]" if request_id else message
-
-
-def _make_private(prefix: str) -> None:
-    for path in SHM_DIR.glob(f"{prefix}*"):
-        with contextlib.suppress(OSError):  # another stub's region, just removed
-            os.chmod(path, 0o600)
 
 
 def _nbytes(value: Any) -> int:

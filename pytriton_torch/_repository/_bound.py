@@ -3,8 +3,8 @@
 Every field of the user's ``config.pbtxt`` that Triton itself acts on (batching, priorities,
 queue policies, reshape, optional inputs, warm-up, response cache, decoupled, version policy...)
 is kept; platform/backend/runtime/default_model_filename are replaced by the Python backend
-and the proxy's parameters, and the instance groups by one CPU group with the same instance
-count (the devices are torch's business, in this process).
+(the proxy's settings go to a private file beside it), and the instance groups by one CPU group
+with the same instance count (the devices are torch's business, in this process).
 
 Several versions can be live at once: each version folder gets a shim that gives its instances
 their own channel endpoints (``version * 10000 + instance``).
@@ -16,7 +16,6 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from .._config_gen import to_pbtxt
@@ -100,10 +99,9 @@ class RepositoryModel(BoundModel):
         transport: str,
         spin_us: float,
     ) -> None:
-        # The parent writes a plain bound model; its parameters are the proxy's, kept as they are.
+        # The parent writes the proxy's settings file (kept) and a plain config (replaced below).
         super().write(workspace, shm_prefix, owner_pid, connect_timeout_s, transport, spin_us)
         folder = workspace.models / self.name
-        generated = text_format.Parse((folder / "config.pbtxt").read_text(), pb.ModelConfig())
         out = pb.ModelConfig()
         out.CopyFrom(self.base)
         for field in (
@@ -122,8 +120,6 @@ class RepositoryModel(BoundModel):
             count=len(next(iter(self.runners.values()))),
             kind=pb.ModelInstanceGroup.Kind.Value("KIND_CPU"),
         )
-        for key, value in generated.parameters.items():
-            out.parameters[key].CopyFrom(value)
         versions = sorted(self.runners)  # exactly the folders the user's version_policy selected
         for entry in folder.iterdir():
             if entry.is_dir() and entry.name.isdigit():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import logging
 import os
@@ -153,11 +154,17 @@ class TritonProcess:
                 LOGGER.debug("%s", line.rstrip())
 
     def _watch_exit(self) -> None:
-        """Report the server's exit when it happens, not when its output ends.
+        """Report the server's exit when it happens, not when its output ends, and end its group.
 
-        Stubs that outlive a killed server keep the output pipe open for a while.
+        Its stubs share its process group (``setpgrp`` before exec); one that survived a killed
+        server would hang on in a futex wait, keeping the output pipe open.
         """
         assert self._proc is not None
+        with contextlib.suppress(ChildProcessError):  # already reaped by a concurrent wait()
+            # Seen but not reaped: until the wait below, no other process can get this group id.
+            os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
         code = self._proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=1.0)  # the last log lines, when nothing else holds the pipe

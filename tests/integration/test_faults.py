@@ -6,6 +6,7 @@ test_lifecycle.py; these tests add the cases with requests in flight and separat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -394,3 +395,76 @@ def test_dead_tritonserver_under_run_makes_the_exit_status_non_zero(
     else:
         assert "alive: False" in done.stdout
         assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+
+
+LOADED_SCRIPT = textwrap.dedent(
+    """
+    import time
+    import numpy as np
+    from pytriton_torch import ModelConfig, Tensor, Triton, TritonConfig
+
+    def work(requests):
+        time.sleep(0.01)
+        return [{{"y": r["x"] * 2}} for r in requests]
+
+    config = TritonConfig(http_port={http}, grpc_port={grpc}, metrics_port={metrics})
+    with Triton(config=config) as triton:
+        triton.bind("double", [work] * 4, [Tensor(name="x", dtype=np.float32, shape=(-1,))],
+                    [Tensor(name="y", dtype=np.float32, shape=(-1,))], config=ModelConfig(max_batch_size=2))
+        print("READY", flush=True)
+        triton.serve()
+    """
+)
+
+
+def test_nothing_outlives_tritonserver_killed_under_load(tmp_path: pathlib.Path) -> None:
+    http = free_port()
+    script = tmp_path / "server.py"
+    script.write_text(LOADED_SCRIPT.format(http=http, grpc=free_port(), metrics=free_port()))
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    stop = threading.Event()
+    answered: list[int] = []
+    ours: list[psutil.Process] = []
+
+    def send() -> None:
+        client = _client(f"http://127.0.0.1:{http}", timeout=10)
+        x = np.ones((1, BIG), dtype=F32)
+        item = httpclient.InferInput("x", list(x.shape), "FP32")
+        item.set_data_from_numpy(x)
+        while not stop.is_set():
+            try:
+                client.infer("double", [item])
+                answered.append(1)
+            except Exception:
+                time.sleep(0.05)
+
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("READY")
+        owner = psutil.Process(proc.pid)
+        ours = owner.children(recursive=True)
+        server = next(p for p in owner.children() if p.name() == "tritonserver")
+        stubs = [p for p in ours if p.cmdline()[0].endswith("triton_python_backend_stub")]
+        assert len(stubs) == 4, [p.cmdline()[:2] for p in ours]
+        clients = [threading.Thread(target=send, daemon=True) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        deadline = time.monotonic() + 60
+        while len(answered) < 40:  # every stub is busy
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        os.kill(server.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) != 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "PyTritonTorchServerError" in err and "tritonserver exited unexpectedly" in err, err[-2000:]
+        _gone, alive = psutil.wait_procs(ours, timeout=10)
+        assert alive == [], [(p.pid, p.cmdline()[:1]) for p in alive]
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+        for leftover in ours:  # today's code leaves the stubs running: do not leak them into other tests
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
 import os
 import pathlib
 import re
 import stat
+import subprocess
+import sys
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -250,3 +256,138 @@ def test_another_local_user_cannot_reach_the_channel(triton: Triton) -> None:
     assert results.pop("control: a world-readable file") == 0
     assert results and all(code == errno.EACCES for code in results.values()), results
     _infer(triton)
+
+
+# -- another local user, as the attack was done ----------------------------------------------------
+
+ATTACKER = pathlib.Path(__file__).with_name("attacker.py")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to another uid")
+
+
+def _server_of(triton: Triton) -> psutil.Process:
+    """The tritonserver child of this process that serves ``triton`` (found by its HTTP port)."""
+    port = f"--http-port={triton.config.effective_http_port}"
+    for proc in psutil.Process().children(recursive=True):
+        if port in proc.cmdline():
+            return proc
+    raise AssertionError(f"no tritonserver with {port}")
+
+
+def _shm_prefix_of(server: psutil.Process) -> str:
+    """The server's private shared-memory prefix, as its command line shows it."""
+    flag = "--backend-config=python,shm-region-prefix-name="
+    value = next(arg for arg in server.cmdline() if arg.startswith(flag))[len(flag) :]
+    assert value.endswith("-tb")
+    return value.removesuffix("-tb")
+
+
+@needs_root
+def test_another_user_reading_proc_cannot_use_any_restricted_api(triton: Triton) -> None:
+    server = _server_of(triton)
+    done = subprocess.run(
+        [sys.executable, str(ATTACKER), "admin", triton.http_url, triton.grpc_url, "double"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["uid"] == 65534
+    # it did see our server's restriction rules, and tried what they show
+    assert any(rule.startswith("--http-restricted-api=") for rule in report["rules"]), report["rules"]
+    assert report["candidates"] and report["tried"] > 18
+    assert server.pid not in report["environ_readable"]
+    assert report["allowed"] == [], report["allowed"][:20]
+    # nothing secret anywhere the attacker could read: not in the server's nor a stub's command line
+    for proc in [server, *server.children(recursive=True)]:
+        assert not re.search(r"[0-9a-f]{32}", " ".join(proc.cmdline())), proc.cmdline()
+    # the owner's own admin still works: a model bound after start loads
+    triton.bind(
+        "after_attack",
+        _double,
+        [Tensor(name="x", dtype=F32, shape=(-1,))],
+        [Tensor(name="y", dtype=F32, shape=(-1,))],
+        config=ModelConfig(max_batch_size=2),
+    )
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    assert client.is_model_ready("after_attack") and client.is_model_ready("double")
+    _infer(triton)
+
+
+def test_a_user_given_rule_value_stays_off_the_command_line() -> None:
+    rule = "shared-memory:my-key=my-secret-value"
+    with Triton(config=make_config(grpc_restricted_protocol=rule)) as server:
+        cmdline = _server_of(server).cmdline()
+        assert "my-secret-value" not in " ".join(cmdline)
+        shown = next(arg for arg in cmdline if arg.startswith("--grpc-restricted-protocol=shared-memory:my-key="))
+        grpc = grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://"))
+        with pytest.raises(InferenceServerException, match="restricted"):
+            grpc.get_system_shared_memory_status()
+        with pytest.raises(InferenceServerException, match="restricted"):  # what the command line shows
+            grpc.get_system_shared_memory_status(headers={"triton-grpc-protocol-my-key": shown.split("=", 2)[2]})
+        assert grpc.get_system_shared_memory_status(headers={"triton-grpc-protocol-my-key": "my-secret-value"}) is not None
+
+
+def test_model_config_shows_no_internal_parameter(triton: Triton) -> None:
+    assert triton.workspace is not None
+    http = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://")).get_model_config("double")
+    grpc = grpcclient.InferenceServerClient(triton.grpc_url.removeprefix("grpc://")).get_model_config(
+        "double", as_json=True
+    )["config"]
+    for config in (http, grpc):
+        text = json.dumps(config)
+        assert not [key for key in config.get("parameters", {}) if key.startswith("pytriton_torch")], text
+        assert str(triton.workspace.root) not in text and "/ipc" not in text
+        assert "ptt-" not in text  # the shared-memory prefix
+        values = [p.get("string_value") for p in config.get("parameters", {}).values()]
+        assert str(os.getpid()) not in values and str(_server_of(triton).pid) not in values
+
+
+@needs_root
+def test_python_backend_regions_are_private_from_the_moment_they_exist() -> None:
+    with Triton(config=make_config()) as server:
+        prefix = _shm_prefix_of(_server_of(server))
+        attacker = subprocess.Popen(
+            [sys.executable, str(ATTACKER), "shm"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert attacker.stdout is not None and attacker.stdin is not None
+        first_modes: dict[str, int] = {}
+        watching = threading.Event()
+        try:
+            assert attacker.stdout.readline().strip() == "READY", attacker.stderr.read() if attacker.stderr else ""
+            watching.set()
+
+            def watch() -> None:  # the owner's view: each entry's mode when first seen
+                while watching.is_set():
+                    with os.scandir("/dev/shm") as entries:
+                        for entry in entries:
+                            if entry.name.startswith(prefix) and entry.name not in first_modes:
+                                with contextlib.suppress(FileNotFoundError):
+                                    first_modes[entry.name] = stat.S_IMODE(entry.stat().st_mode)
+                    time.sleep(0.001)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            server.bind(
+                "double",
+                [_double, _double],  # two stubs: two Python-backend regions
+                [Tensor(name="x", dtype=F32, shape=(-1,))],
+                [Tensor(name="y", dtype=F32, shape=(-1,))],
+                config=ModelConfig(max_batch_size=2),
+            )
+            _infer(server)  # our own request and response segments too
+        finally:
+            watching.clear()
+            out, err = attacker.communicate(input="stop\n", timeout=60)
+        report = json.loads(out.splitlines()[-1]) if out.strip() else {}
+        assert attacker.returncode == 0 and report.get("uid") == 65534, err[-3000:]
+        ours = {name: code for name, code in report["opened"].items() if name.startswith(prefix)}
+        assert len([name for name in ours if "-tb" in name]) >= 2, ours  # it saw both stubs' regions
+        assert all(code == errno.EACCES for code in ours.values()), ours
+        assert [name for name in first_modes if "-tb" in name], first_modes
+        assert all(mode == 0o600 for mode in first_modes.values()), {n: oct(m) for n, m in first_modes.items()}

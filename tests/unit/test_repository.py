@@ -6,10 +6,12 @@ an exported program); the cases follow the upstream QA suites listed in the refe
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
 import re
+import stat
 import textwrap
 from collections.abc import Sequence
 from typing import Any
@@ -892,7 +894,11 @@ def test_written_config_keeps_the_users_fields(tmp_path: pathlib.Path) -> None:
     assert (out / "warmup" / "ones").read_bytes() == np.ones(4, np.float32).tobytes()
     assert written.input[1].optional is True and list(written.input[1].reshape.shape) == [2, 2]
     assert written.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value == "true"
-    assert written.parameters["pytriton_torch.owner_pid"].string_value == str(os.getpid())
+    # the proxy's internals stay out of the config (anyone may read it): in a 0600 file beside it
+    assert not [key for key in written.parameters if key.startswith("pytriton_torch")]
+    settings = out / "pytriton_torch.json"
+    assert stat.S_IMODE(settings.stat().st_mode) == 0o600
+    assert json.loads(settings.read_text())["owner_pid"] == os.getpid()
     for version in (1, 2):
         shim = (out / str(version) / "model.py").read_text()
         assert f"v_{{{version * 10000} + index}}" in shim

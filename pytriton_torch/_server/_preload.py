@@ -1,0 +1,138 @@
+"""Build (once per source version) and locate the LD_PRELOAD library loaded into tritonserver.
+
+The library (``_preload.c``) keeps admin tokens off the server's command line, creates the
+Python backend's shared-memory regions owner-only, and ends a stub whose server died. It is
+compiled with the system C compiler on first use and cached in a private per-user folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pathlib
+import platform
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+
+from ..exceptions import PyTritonTorchServerError
+
+SOURCE = pathlib.Path(__file__).with_name("_preload.c")
+CFLAGS = ("-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror")
+PLACEHOLDER = "@@PTT_SECRET_{}@@"
+SECRET_VAR = "PTT_SECRET_{}"
+
+
+class Secrets:
+    """Values kept off the command line: ``hide`` gives the placeholder the preload library replaces.
+
+    Example::
+
+        secrets = Secrets()
+        args = [f"--http-restricted-api=logging:key={secrets.hide(token)}"]
+        env.update(secrets.environment())
+    """
+
+    def __init__(self) -> None:
+        self._values: list[str] = []
+
+    def hide(self, value: str) -> str:
+        self._values.append(value)
+        return PLACEHOLDER.format(len(self._values) - 1)
+
+    def environment(self) -> dict[str, str]:
+        return {SECRET_VAR.format(index): value for index, value in enumerate(self._values)}
+
+
+def preload_library(fallback_dir: pathlib.Path) -> pathlib.Path:
+    """The compiled library, built now if no cached copy matches the source.
+
+    Cached in ``$XDG_CACHE_HOME/pytriton_torch`` (or ``~/.cache/pytriton_torch``) when that folder is
+    private to this user, else built into ``fallback_dir`` (the server's private workspace).
+    """
+    source = SOURCE.read_bytes()
+    digest = hashlib.sha256(source + platform.machine().encode()).hexdigest()[:16]
+    folder = _cache_dir() or fallback_dir
+    if any(c in str(folder) for c in " :"):
+        raise PyTritonTorchServerError(
+            f"cannot build the tritonserver preload library in {folder}: LD_PRELOAD paths cannot hold ' ' "
+            "or ':'; set XDG_CACHE_HOME to a private folder without them, or choose another workspace"
+        )
+    library = folder / f"preload-{digest}.so"
+    if _is_private_file(library):
+        return library
+    _compile(folder, library)
+    return library
+
+
+def _cache_dir() -> pathlib.Path | None:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = pathlib.Path(base) / "pytriton_torch"
+    with contextlib.suppress(OSError):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # LD_PRELOAD splits its value at spaces and colons.
+    if any(c in str(folder) for c in " :"):
+        return None
+    # Nobody else may swap the library: the folder is ours, and its parent ours or root's.
+    if not (_is_safe_dir(folder, (os.getuid(),)) and _is_safe_dir(folder.parent, (os.getuid(), 0))):
+        return None
+    return folder
+
+
+def _is_safe_dir(path: pathlib.Path, owners: tuple[int, ...]) -> bool:
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid in owners and not info.st_mode & 0o022
+
+
+def _is_private_file(path: pathlib.Path) -> bool:
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def _compile(folder: pathlib.Path, library: pathlib.Path) -> None:
+    compiler = _find_compiler()
+    fd, temporary = tempfile.mkstemp(prefix=".preload-", suffix=".so", dir=folder)
+    os.close(fd)
+    try:
+        _run_compiler(compiler, temporary)
+        os.chmod(temporary, 0o700)
+        os.replace(temporary, library)  # atomic: a concurrent start sees the old file or the new one
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _find_compiler() -> list[str]:
+    compiler = (
+        shlex.split(os.environ.get("CC", ""))
+        or [found for found in map(shutil.which, ("cc", "gcc", "clang")) if found][:1]
+    )
+    if not compiler:
+        raise PyTritonTorchServerError(
+            "pytriton_torch needs a C compiler (cc, gcc or clang on PATH, or $CC) once, to build the small "
+            f"library it loads into tritonserver ({SOURCE}); install one, e.g. `apt-get install gcc`"
+        )
+    return compiler
+
+
+def _run_compiler(compiler: list[str], output: str) -> None:
+    command = [*compiler, *CFLAGS, "-o", output, str(SOURCE), "-ldl", "-lpthread"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise PyTritonTorchServerError(
+            f"cannot run the C compiler {compiler[0]} to build {SOURCE}: {exc}"
+        ) from None
+    if done.returncode != 0:
+        raise PyTritonTorchServerError(
+            f"building {SOURCE} with {' '.join(compiler)} failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
+        )
