@@ -8,47 +8,19 @@ Triton does (4-byte little-endian length before each element), so trailing NUL b
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._dtypes import numpy_to_triton, torch_to_wire, triton_to_numpy, wire_datatype
+from ._bytes import deserialize_bytes, serialize_bytes
 from ._shm import ShmReader, ShmWriter, segment_aligned_size
 
 INLINE_LIMIT = 64 * 1024
 """Tensors up to this many bytes travel inside the ZeroMQ message; larger ones in shared memory."""
 
 Descriptor = list[Any]
-_LEN = struct.Struct("<I")
-
-
-def serialize_bytes(array: np.ndarray) -> bytes:
-    """Triton's BYTES wire format for an array of bytes/str objects."""
-    parts: list[bytes] = []
-    for item in array.reshape(-1):
-        if isinstance(item, str):
-            item = item.encode("utf-8")
-        elif not isinstance(item, bytes | bytearray | memoryview):
-            item = str(item).encode("utf-8")
-        parts.append(_LEN.pack(len(item)))
-        parts.append(bytes(item))
-    return b"".join(parts)
-
-
-def deserialize_bytes(buffer: memoryview | bytes, shape: Sequence[int]) -> np.ndarray:
-    """Object array of ``bytes`` from Triton's BYTES wire format."""
-    data = bytes(buffer)
-    count = int(np.prod(shape)) if len(shape) else 1
-    out = np.empty(count, dtype=np.object_)
-    pos = 0
-    for i in range(count):
-        (length,) = _LEN.unpack_from(data, pos)
-        pos += 4
-        out[i] = data[pos : pos + length]
-        pos += length
-    return out.reshape(shape)
 
 
 def as_wire_array(value: Any) -> np.ndarray:
