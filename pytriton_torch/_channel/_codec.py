@@ -45,7 +45,11 @@ class Packer:
     def pack(
         self, groups: Sequence[Mapping[str, np.ndarray]]
     ) -> tuple[list[list[Descriptor]], list[Any], str]:
-        """Descriptors per group, raw frames, and the segment name ("" when unused)."""
+        """Descriptors per group, raw frames, and the name of this side's segment ("" when none).
+
+        The segment is named even when this message does not use it: the reader keeps only that
+        one mapped, so it lets go of a segment the writer replaced or released.
+        """
         out: list[list[Descriptor]] = []
         frames: list[Any] = []
         in_shm: list[tuple[Descriptor, np.ndarray | bytes]] = []  # written once the segment is sized
@@ -74,9 +78,9 @@ class Packer:
                     )
                 descriptors.append(descriptor)
             out.append(descriptors)
+        self._writer.reset(shm_bytes)  # a message without shared memory counts in its sizing too
         if not shm_bytes:
-            return out, frames, ""
-        self._writer.reset(shm_bytes)
+            return out, frames, self._writer.name  # names the segment the reader may keep mapped
         for descriptor, payload in in_shm:
             if isinstance(payload, bytes):
                 descriptor[4], descriptor[5] = self._writer.write_bytes(payload)
@@ -90,6 +94,7 @@ def unpack(
 ) -> dict[str, np.ndarray]:
     """Arrays for one group of descriptors; numeric arrays view the frames/segment without copying."""
     out: dict[str, np.ndarray] = {}
+    reader.retain(segment)
     for name, datatype, shape, frame, offset, nbytes in descriptors:
         buffer = reader.view(segment, offset, nbytes) if frame < 0 else memoryview(frames[frame])
         if datatype == "BYTES":
