@@ -174,15 +174,25 @@ def _split(data: bytes, count: int | None) -> np.ndarray:
     items: list[bytes] = []
     append = items.append
     pos = 0
-    while pos < size if count is None else len(items) < count:
-        if pos + 4 > size:
-            raise ValueError(f"a BYTES tensor of {size} bytes ends inside element {len(items)}'s length")
-        (length,) = unpack_from(data, pos)
-        pos += 4
-        if pos + length > size:
-            raise ValueError(f"a BYTES tensor of {size} bytes ends inside element {len(items)}")
-        append(data[pos : pos + length])
-        pos += length
+    try:
+        if count is None:
+            while pos < size:
+                (length,) = unpack_from(data, pos)
+                pos += 4
+                append(data[pos : pos + length])
+                pos += length
+        else:
+            for _ in range(count):
+                (length,) = unpack_from(data, pos)
+                pos += 4
+                append(data[pos : pos + length])
+                pos += length
+    except struct.error:
+        raise ValueError(
+            f"a BYTES tensor of {size} bytes ends inside element {len(items)}'s length"
+        ) from None
+    if pos > size:
+        raise ValueError(f"a BYTES tensor of {size} bytes ends inside element {len(items) - 1}")
     out = np.empty(len(items), dtype=np.object_)
     out[:] = items
     return out

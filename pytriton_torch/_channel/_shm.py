@@ -1,4 +1,4 @@
-"""POSIX shared-memory segments for large tensors: one growing segment per writer, mapped by readers.
+"""POSIX shared-memory segments for large tensors: one segment per writer, sized to recent messages, mapped by readers.
 
 Segments live in ``/dev/shm`` with mode 0600 and a name that starts with the server's private
 prefix (``ptt-<pid>-<random>``), so the owning server can remove every one of them at stop, and the

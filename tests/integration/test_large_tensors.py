@@ -62,7 +62,7 @@ def triton() -> Iterator[Triton]:
             _echo,
             [Tensor(name="text", dtype=bytes, shape=(-1,))],
             [Tensor(name="out", dtype=bytes, shape=(-1,))],
-            config=ModelConfig(batching=False),
+            config=ModelConfig(batching=False, max_input_bytes=64 * MIB),  # sizes BYTES inputs too
         )
         yield server
 
