@@ -8,47 +8,19 @@ Triton does (4-byte little-endian length before each element), so trailing NUL b
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .._dtypes import numpy_to_triton, torch_to_wire, triton_to_numpy, wire_datatype
+from ._bytes import deserialize_bytes, serialize_bytes
 from ._shm import ShmReader, ShmWriter, segment_aligned_size
 
 INLINE_LIMIT = 64 * 1024
 """Tensors up to this many bytes travel inside the ZeroMQ message; larger ones in shared memory."""
 
 Descriptor = list[Any]
-_LEN = struct.Struct("<I")
-
-
-def serialize_bytes(array: np.ndarray) -> bytes:
-    """Triton's BYTES wire format for an array of bytes/str objects."""
-    parts: list[bytes] = []
-    for item in array.reshape(-1):
-        if isinstance(item, str):
-            item = item.encode("utf-8")
-        elif not isinstance(item, bytes | bytearray | memoryview):
-            item = str(item).encode("utf-8")
-        parts.append(_LEN.pack(len(item)))
-        parts.append(bytes(item))
-    return b"".join(parts)
-
-
-def deserialize_bytes(buffer: memoryview | bytes, shape: Sequence[int]) -> np.ndarray:
-    """Object array of ``bytes`` from Triton's BYTES wire format."""
-    data = bytes(buffer)
-    count = int(np.prod(shape)) if len(shape) else 1
-    out = np.empty(count, dtype=np.object_)
-    pos = 0
-    for i in range(count):
-        (length,) = _LEN.unpack_from(data, pos)
-        pos += 4
-        out[i] = data[pos : pos + length]
-        pos += length
-    return out.reshape(shape)
 
 
 def as_wire_array(value: Any) -> np.ndarray:
@@ -73,7 +45,11 @@ class Packer:
     def pack(
         self, groups: Sequence[Mapping[str, np.ndarray]]
     ) -> tuple[list[list[Descriptor]], list[Any], str]:
-        """Descriptors per group, raw frames, and the segment name ("" when unused)."""
+        """Descriptors per group, raw frames, and the name of this side's segment ("" when none).
+
+        The segment is named even when this message does not use it: the reader keeps only that
+        one mapped, so it lets go of a segment the writer replaced or released.
+        """
         out: list[list[Descriptor]] = []
         frames: list[Any] = []
         in_shm: list[tuple[Descriptor, np.ndarray | bytes]] = []  # written once the segment is sized
@@ -102,9 +78,9 @@ class Packer:
                     )
                 descriptors.append(descriptor)
             out.append(descriptors)
+        self._writer.reset(shm_bytes)  # a message without shared memory counts in its sizing too
         if not shm_bytes:
-            return out, frames, ""
-        self._writer.reset(shm_bytes)
+            return out, frames, self._writer.name  # names the segment the reader may keep mapped
         for descriptor, payload in in_shm:
             if isinstance(payload, bytes):
                 descriptor[4], descriptor[5] = self._writer.write_bytes(payload)
@@ -118,6 +94,7 @@ def unpack(
 ) -> dict[str, np.ndarray]:
     """Arrays for one group of descriptors; numeric arrays view the frames/segment without copying."""
     out: dict[str, np.ndarray] = {}
+    reader.retain(segment)
     for name, datatype, shape, frame, offset, nbytes in descriptors:
         buffer = reader.view(segment, offset, nbytes) if frame < 0 else memoryview(frames[frame])
         if datatype == "BYTES":

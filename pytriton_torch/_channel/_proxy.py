@@ -18,12 +18,15 @@ import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 from .._dtypes import BF16_DTYPE
 from . import _protocol as proto
+from ._bytes import install_stub_helpers
 from ._codec import Packer, unpack
 from ._metrics import ChannelMetrics
 from ._shm import ShmReader, ShmWriter, pid_alive
 from ._transport import ClientEndpoint
 
 _POLL_MS = 200
+
+install_stub_helpers(pb_utils)  # this stub converts BYTES tensors with our vectorised codec
 
 
 class _WorkerGone(Exception):
@@ -214,7 +217,8 @@ def _with_id(message: str, request_id: str) -> str:
 def _nbytes(value: Any) -> int:
     """Size of an input as it would cross the channel (BYTES: length-prefixed elements)."""
     if isinstance(value, np.ndarray) and value.dtype == np.object_:
-        return sum(4 + len(item) for item in value.reshape(-1))
+        items = value.reshape(-1).tolist()
+        return 4 * len(items) + sum(map(len, items))  # C-level: as_numpy() gives bytes elements
     return int(value.nbytes)
 
 

@@ -1,4 +1,4 @@
-"""POSIX shared-memory segments for large tensors: one growing segment per writer, mapped by readers.
+"""POSIX shared-memory segments for large tensors: one segment per writer, sized to recent messages, mapped by readers.
 
 Segments live in ``/dev/shm`` with mode 0600 and a name that starts with the server's private
 prefix (``ptt-<pid>-<random>``), so the owning server can remove every one of them at stop, and the
@@ -7,6 +7,7 @@ next start can remove those of a server that was killed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import mmap
 import os
@@ -18,16 +19,26 @@ import numpy as np
 SHM_DIR = pathlib.Path("/dev/shm")
 _ALIGN = 64
 _MIN_SIZE = 1 << 20
+SHRINK_AFTER = 8
+"""Messages in a row that must fit in a smaller segment before a writer replaces its own."""
 
 
 def _align(n: int) -> int:
     return (n + _ALIGN - 1) & ~(_ALIGN - 1)
 
 
-class ShmWriter:
-    """A segment this side writes tensors into; replaced by a larger one when it is too small.
+def _segment_size(needed: int) -> int:
+    return max(_MIN_SIZE, 1 << (needed - 1).bit_length())
 
-    A new segment gets a new name, so a reader never sees a segment change size under it.
+
+class ShmWriter:
+    """A segment this side writes tensors into, sized for the recent messages.
+
+    It grows (to a power of two) when a message does not fit, and is replaced by a smaller one
+    once the last :data:`SHRINK_AFTER` messages would all fit in half of it or less, so one large
+    request does not hold its memory until stop while a steady size keeps its segment. A
+    replacement gets a new name (generation): a reader never sees a segment change size under it,
+    and drops its mapping of the old one when a message names the new one (or none).
     """
 
     def __init__(self, name_prefix: str) -> None:
@@ -37,6 +48,7 @@ class ShmWriter:
         self._name = ""
         self._size = 0
         self._used = 0
+        self._recent: collections.deque[int] = collections.deque(maxlen=SHRINK_AFTER)
 
     @property
     def name(self) -> str:
@@ -47,11 +59,19 @@ class ShmWriter:
         return self._size
 
     def reset(self, needed: int) -> None:
-        """Start a new message needing ``needed`` bytes; grows the segment if it is too small."""
+        """Start a new message needing ``needed`` bytes (0: none); grows or shrinks the segment."""
         self._used = 0
-        if needed <= self._size:
-            return
-        size = max(_MIN_SIZE, 1 << (needed - 1).bit_length())
+        self._recent.append(needed)
+        if needed > self._size:
+            self._replace(_segment_size(needed))
+        elif self._size > _MIN_SIZE and len(self._recent) == SHRINK_AFTER:
+            largest = max(self._recent)
+            if not largest:
+                self.close()  # nothing recent used shared memory: hold none
+            elif _segment_size(largest) < self._size:
+                self._replace(_segment_size(largest))
+
+    def _replace(self, size: int) -> None:
         self._generation += 1
         name = f"{self._prefix}-{self._generation}"
         fd = os.open(SHM_DIR / name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
@@ -117,12 +137,20 @@ class ShmReader:
                 mm = mmap.mmap(fd, 0)
             finally:
                 os.close(fd)
-            # A writer replaces its segment only to grow it; forget the old one.
+            # A writer holds one segment at a time: the one it replaced is not named again.
             self._drop()
             self._maps = {name: mm}
             if self._on_map is not None:
                 self._on_map(mm)
         return memoryview(mm)[offset : offset + nbytes]
+
+    def retain(self, name: str) -> None:
+        """A message named the writer's current segment (``""``: it holds none): drop older mappings.
+
+        Arrays that still view a dropped segment keep it mapped until they are freed.
+        """
+        if self._maps and name not in self._maps:
+            self._drop()
 
     @property
     def mapped_bytes(self) -> int:

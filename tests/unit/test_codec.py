@@ -18,7 +18,7 @@ from pytriton_torch._channel._codec import (
     serialize_bytes,
     unpack,
 )
-from pytriton_torch._channel._shm import SHM_DIR, ShmReader, ShmWriter, remove_segments
+from pytriton_torch._channel._shm import SHM_DIR, SHRINK_AFTER, ShmReader, ShmWriter, remove_segments
 from pytriton_torch._dtypes import numpy_to_triton
 from pytriton_torch.exceptions import PyTritonTorchValidationError
 
@@ -345,3 +345,15 @@ def test_as_wire_array() -> None:
     torch = pytest.importorskip("torch")
     tensor = torch.ones(2, requires_grad=True)
     assert_same(as_wire_array(tensor), np.ones(2, dtype=np.float32))
+
+
+def test_reader_lets_go_of_a_segment_the_writer_gave_back(packer: Packer, reader: ShmReader) -> None:
+    big = np.zeros(10 << 20, dtype=np.uint8)
+    descriptors, frames, segment = packer.pack([{"big": big}])
+    unpack(descriptors[0], frames, segment, reader)
+    assert reader.mapped_bytes == 16 << 20
+    for _ in range(SHRINK_AFTER):
+        descriptors, frames, segment = packer.pack([{"small": np.ones(4, dtype=np.int32)}])
+        assert_same(unpack(descriptors[0], frames, segment, reader)["small"], np.ones(4, dtype=np.int32))
+    assert segment == ""
+    assert reader.mapped_bytes == 0

@@ -12,6 +12,7 @@ import pytest
 
 from pytriton_torch._channel._shm import (
     SHM_DIR,
+    SHRINK_AFTER,
     ShmReader,
     ShmWriter,
     remove_segments,
@@ -178,3 +179,91 @@ def test_remove_stale_segments() -> None:
     finally:
         for path in files:
             path.unlink(missing_ok=True)
+
+
+def _fill(writer: ShmWriter, needed: int, times: int = 1) -> None:
+    for _ in range(times):
+        writer.reset(needed)
+
+
+def test_steady_size_keeps_its_segment(writer: ShmWriter) -> None:
+    writer.reset(5 << 20)
+    name = writer.name
+    _fill(writer, 5 << 20, 3 * SHRINK_AFTER)
+    assert writer.name == name
+    assert writer.size == 8 << 20
+
+
+def test_one_large_message_is_given_back_after_smaller_ones(writer: ShmWriter, prefix: str) -> None:
+    _fill(writer, 3 << 20, SHRINK_AFTER)
+    writer.reset(100 << 20)
+    large = writer.name
+    assert writer.size == 128 << 20
+    _fill(writer, 3 << 20, SHRINK_AFTER - 1)  # the large message is still among the recent ones
+    assert writer.name == large
+    writer.reset(3 << 20)
+    assert writer.size == 4 << 20
+    assert writer.name != large
+    assert not (SHM_DIR / large).exists()
+    assert (SHM_DIR / writer.name).stat().st_size == 4 << 20
+    assert [p.name for p in SHM_DIR.glob(f"{prefix}*")] == [writer.name]
+
+
+def test_sizes_that_alternate_within_the_window_keep_the_segment(writer: ShmWriter) -> None:
+    writer.reset(64 << 20)
+    name = writer.name
+    for _ in range(4 * SHRINK_AFTER):
+        writer.reset(2 << 20)
+        writer.reset(60 << 20)
+    assert writer.name == name
+
+
+def test_shrinks_to_the_largest_recent_need(writer: ShmWriter) -> None:
+    writer.reset(100 << 20)
+    for i in range(SHRINK_AFTER):
+        writer.reset((9 << 20) if i == 3 else (1 << 20))
+    assert writer.size == 16 << 20
+    _fill(writer, 1 << 20, SHRINK_AFTER)
+    assert writer.size == 1 << 20
+
+
+def test_segment_released_when_recent_messages_use_none(writer: ShmWriter, prefix: str) -> None:
+    writer.reset(10 << 20)
+    name = writer.name
+    _fill(writer, 0, SHRINK_AFTER - 1)
+    assert writer.name == name
+    writer.reset(0)
+    assert (writer.name, writer.size) == ("", 0)
+    assert not (SHM_DIR / name).exists()
+    writer.reset(100)  # the next message that needs one gets a new one
+    assert writer.size == 1 << 20
+    assert list(SHM_DIR.glob(f"{prefix}*")) == [SHM_DIR / writer.name]
+
+
+def test_minimum_segment_is_kept(writer: ShmWriter) -> None:
+    writer.reset(100)
+    name = writer.name
+    _fill(writer, 0, 3 * SHRINK_AFTER)
+    assert writer.name == name
+
+
+def test_reader_drops_mapping_of_a_replaced_or_released_segment(writer: ShmWriter) -> None:
+    reader = ShmReader()
+    try:
+        writer.reset(10 << 20)
+        view = reader.view(writer.name, 0, 4)
+        assert reader.mapped_bytes == 16 << 20
+        reader.retain(writer.name)
+        assert reader.mapped_bytes == 16 << 20
+        view.release()
+        _fill(writer, 0, SHRINK_AFTER)
+        reader.retain(writer.name)
+        assert reader.mapped_bytes == 0
+        writer.reset(2 << 20)
+        reader.view(writer.name, 0, 4).release()
+        assert reader.mapped_bytes == 2 << 20
+        writer.reset(3 << 20)  # grows: a new name
+        reader.retain(writer.name)
+        assert reader.mapped_bytes == 0
+    finally:
+        reader.close()
