@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -146,3 +147,9 @@ class BoundModel:
     def stop_workers(self) -> None:
         for worker in self.workers:
             worker.close()
+
+    def join_workers(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` in all for the closed workers' threads (a busy one may run on)."""
+        deadline = time.monotonic() + timeout_s
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))

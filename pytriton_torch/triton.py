@@ -504,20 +504,7 @@ class Triton:
             version=model_version,
             strict=strict,
         )
-        with self._lock:
-            if self._stopped:
-                raise PyTritonTorchInvalidOperationError(
-                    f"cannot bind {model_name!r}: this Triton was stopped"
-                )
-            if model_name in self._models:
-                raise PyTritonTorchInvalidOperationError(f"model {model_name!r} is already bound")
-            self._models[model_name] = model
-            if self._started:
-                try:
-                    self._load(model)
-                except BaseException:
-                    del self._models[model_name]
-                    raise
+        self._bind_model(model)
 
     def bind_module(
         self,
@@ -645,7 +632,11 @@ class Triton:
         return load_repository(self, path, models=models, on_event=on_event, allow_pickle=allow_pickle)
 
     def _bind_model(self, model: BoundModel) -> None:
-        """Register a prepared bound model and load it when the server runs (repository mode)."""
+        """Register a prepared bound model and load it when the server runs.
+
+        The one registration path of ``bind``, ``bind_module`` and repository models: a load that
+        fails leaves nothing behind (workers, sockets, model folder, shared memory).
+        """
         with self._lock:
             if self._stopped:
                 raise PyTritonTorchInvalidOperationError(
@@ -673,8 +664,11 @@ class Triton:
             on_load_error(exc.message)
 
     def _discard(self, model: BoundModel) -> None:
+        """Undo everything a failed load of ``model`` made on our side."""
         model.stop_workers()
+        model.join_workers(timeout_s=2.0)  # idle threads release their sockets at once
         self._models.pop(model.name, None)
+        self._loaded.discard(model.name)
         if self._workspace is not None:
             shutil.rmtree(self._workspace.models / model.name, ignore_errors=True)
 

@@ -138,6 +138,8 @@ class ServerEndpoint:
             os.unlink(address)
         self._listener.bind(address)
         os.chmod(address, 0o600)
+        self._address = address
+        self._inode = os.stat(address).st_ino  # release() removes the file only while it is ours
         self._listener.listen(4)
         self._conn: _UnixStream | None = None
         self._poller = select.poll()
@@ -210,6 +212,9 @@ class ServerEndpoint:
         self._listener.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        with contextlib.suppress(OSError):  # a model bound again under this name may own it now
+            if os.stat(self._address).st_ino == self._inode:
+                os.unlink(self._address)
 
 
 class ClientEndpoint:
