@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from ._channel._transport import ServerEndpoint
 from ._channel._worker import EventLoopThread, InstanceWorker
 from ._context import ModelInfo, inject_context
 from ._server._workspace import Workspace
+from ._warmup import run_warmups
 from .exceptions import PyTritonTorchValidationError
 from .model_config import ModelConfig, Tensor
 
@@ -60,7 +62,10 @@ class BoundModel:
         self.name = name
         self.version = version
         self.infer_fns = list(infer_fns)
-        self.config = config
+        # Warm-up samples run in this process before the load (see _warmup.py); Triton never
+        # gets them, so the config it is given has none.
+        self.warmups = list(config.model_warmup or [])
+        self.config = dataclasses.replace(config, model_warmup=None)
         self.strict = strict
         self.info = ModelInfo(
             model_name=name,
@@ -73,6 +78,11 @@ class BoundModel:
         for fn in self.infer_fns:
             inject_context(fn, self.info)
         self.workers: list[InstanceWorker] = []
+
+    def warm_up(self, loop: EventLoopThread) -> None:
+        """Run the model's warm-up samples on every instance; raises PyTritonTorchModelError on failure."""
+        if self.warmups:
+            run_warmups(self.info, self.infer_fns, self.warmups, loop, strict=self.strict)
 
     def write(
         self,

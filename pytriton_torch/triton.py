@@ -677,6 +677,7 @@ class Triton:
         if self._failure is not None:  # run() users learn here that the server is gone
             _UNREPORTED.discard(id(self))
             raise PyTritonTorchServerError(f"cannot load model {model.name!r}: {self._failure}")
+        model.warm_up(self._loop)
         model.write(
             self._workspace,
             self._shm_prefix,
