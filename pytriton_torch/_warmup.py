@@ -54,7 +54,7 @@ def run_warmups(
 
 def _requests(info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator) -> list[Request]:
     """``batch_size`` requests (as Triton makes them: one sample each, batch dim 1 when batching)."""
-    known = {tensor.name for tensor in info.inputs}
+    known = {tensor.name or "" for tensor in info.inputs}
     unknown = sorted(set(warmup.inputs) - known)
     if unknown:
         raise PyTritonTorchValidationError(
