@@ -421,6 +421,7 @@ class Triton:
                 time.sleep(0.05)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             LOGGER.debug("could not drain models before stopping: %s", exc)
+            return
         LOGGER.warning(
             "exit timeout (%gs) reached before every model finished its requests%s; stopping "
             "tritonserver anyway: requests still in flight fail, infer calls still running are abandoned",

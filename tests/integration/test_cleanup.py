@@ -97,7 +97,7 @@ def _fail_once(triton: Triton, cycle: int) -> None:
         with pytest.raises(PyTritonTorchModelError, match="failed to load"):
             triton.bind(f"refused{cycle}", _double, *IO, config=config)
     elif kind == 1:  # the warm-up sample fails
-        with pytest.raises(PyTritonTorchModelError, match="warm-?up sample 'zeros'"):
+        with pytest.raises(PyTritonTorchModelError, match=r"warm-?up sample 'zeros'"):
             triton.bind("warmup", _refuse, *IO, config=ModelConfig(max_batch_size=4, model_warmup=WARMUP))
     elif kind == 2:  # a bad name
         with pytest.raises(PyTritonTorchValidationError, match="not valid"):
@@ -107,10 +107,11 @@ def _fail_once(triton: Triton, cycle: int) -> None:
             triton.bind("served", _double, *IO)
 
 
-def test_failed_binds_after_start_leave_nothing() -> None:
+@pytest.mark.parametrize("channel", ["unix", "zmq"])
+def test_failed_binds_after_start_leave_nothing(channel: str) -> None:
     segments_before = _our_segments()
     threads_before = psutil.Process().num_threads()
-    triton = Triton(config=make_config())
+    triton = Triton(config=make_config(), channel=channel)
     triton.run()
     try:
         triton.bind("served", _double, *IO, config=ModelConfig(max_batch_size=4))
@@ -160,7 +161,7 @@ def test_failing_warmups_never_take_the_server_down() -> None:
             for attempt in range(30):  # new names and one name used again: both crashed tritonserver
                 name = f"cold{attempt}" if attempt % 2 else "cold"
                 config = ModelConfig(max_batch_size=4, model_warmup=WARMUP)
-                with pytest.raises(PyTritonTorchModelError, match="warm-?up sample 'zeros'"):
+                with pytest.raises(PyTritonTorchModelError, match=r"warm-?up sample 'zeros'"):
                     triton.bind(name, _refuse, *IO, config=config)
                 assert triton.is_alive(), f"tritonserver died at failing bind {attempt + 1}"
         finally:
