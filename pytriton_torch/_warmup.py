@@ -54,13 +54,34 @@ def run_warmups(
 
 def _requests(info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator) -> list[Request]:
     """``batch_size`` requests (as Triton makes them: one sample each, batch dim 1 when batching)."""
-    known = {tensor.name or "" for tensor in info.inputs}
-    unknown = sorted(set(warmup.inputs) - known)
+    where = f"model {info.model_name!r}: warm-up sample {warmup.name!r}"
+    specs = {tensor.name or "": tensor for tensor in info.inputs}
+    unknown = sorted(set(warmup.inputs) - set(specs))
     if unknown:
         raise PyTritonTorchValidationError(
-            f"model {info.model_name!r}: warm-up sample {warmup.name!r} names unknown input(s) "
-            f"{', '.join(map(repr, unknown))}; the model's inputs are {', '.join(map(repr, sorted(known)))}"
+            f"{where} names unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs "
+            f"are {', '.join(map(repr, sorted(specs)))}"
         )
+    missing = sorted(n for n, t in specs.items() if not t.optional and n not in warmup.inputs)
+    if missing:
+        raise PyTritonTorchValidationError(f"{where} lacks the input(s) {', '.join(map(repr, missing))}")
+    for name, spec in warmup.inputs.items():
+        declared = specs[name]
+        wanted, given = (
+            spec_to_triton(declared.dtype),
+            spec_to_triton(spec.dtype, what=f"{where} input {name!r}"),
+        )
+        if given != wanted:
+            raise PyTritonTorchValidationError(
+                f"{where} input {name!r} has dtype {given}; the model declares {wanted}"
+            )
+        shape = tuple(spec.shape)
+        if len(shape) != len(declared.shape) or any(
+            d != w and w != -1 for d, w in zip(shape, declared.shape, strict=True)
+        ):
+            raise PyTritonTorchValidationError(
+                f"{where} input {name!r} has shape {shape}; the model declares {tuple(declared.shape)}"
+            )
     if info.max_batch_size and not 1 <= warmup.batch_size <= info.max_batch_size:
         raise PyTritonTorchValidationError(
             f"model {info.model_name!r}: warm-up sample {warmup.name!r} has batch_size="

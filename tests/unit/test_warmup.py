@@ -115,7 +115,40 @@ def test_async_and_streaming_functions(loop: EventLoopThread) -> None:
         (_sample(batch_size=9), "batch_size=9; expected 1..8"),
         (_sample(input_data_file="raw"), "input_data_file is not supported"),
         (
-            ModelWarmup(name="w", batch_size=1, inputs={"x": WarmupInput(dtype=np.int32, shape=(-1,))}),
+            ModelWarmup(name="w", batch_size=1, inputs={"x": WarmupInput(dtype=np.int32, shape=(1,))}),
+            "lacks the input",
+        ),
+        (
+            ModelWarmup(
+                name="w",
+                batch_size=1,
+                inputs={
+                    "x": WarmupInput(dtype=np.float32, shape=(1,)),
+                    "s": WarmupInput(dtype=bytes, shape=(1,)),
+                },
+            ),
+            "has dtype FP32; the model declares INT32",
+        ),
+        (
+            ModelWarmup(
+                name="w",
+                batch_size=1,
+                inputs={
+                    "x": WarmupInput(dtype=np.int32, shape=(1, 2)),
+                    "s": WarmupInput(dtype=bytes, shape=(1,)),
+                },
+            ),
+            r"has shape \(1, 2\)",
+        ),
+        (
+            ModelWarmup(
+                name="w",
+                batch_size=1,
+                inputs={
+                    "x": WarmupInput(dtype=np.int32, shape=(-1,)),
+                    "s": WarmupInput(dtype=bytes, shape=(1,)),
+                },
+            ),
             "-1 dims",
         ),
     ],
