@@ -346,8 +346,8 @@ class Triton:
         exit_timeout = float(
             self._config.exit_timeout_secs if self._config.exit_timeout_secs is not None else 30
         )
-        # One deadline for the whole shutdown: draining and tritonserver's own exit share it, and a
-        # server still running _KILL_GRACE_S after it is killed (what it still had is abandoned).
+        # One deadline for the whole shutdown: draining and tritonserver's own exit share it, then
+        # tritonserver gets _KILL_GRACE_S more before it is killed (what it still runs is abandoned).
         deadline = time.monotonic() + exit_timeout
         if self._process is not None:
             if self._process.is_alive():
