@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +19,7 @@ from ._channel._transport import ServerEndpoint
 from ._channel._worker import EventLoopThread, InstanceWorker
 from ._context import ModelInfo, inject_context
 from ._server._workspace import Workspace
+from ._warmup import run_warmups
 from .exceptions import PyTritonTorchValidationError
 from .model_config import ModelConfig, Tensor
 
@@ -70,7 +73,10 @@ class BoundModel:
         self.name = name
         self.version = version
         self.infer_fns = list(infer_fns)
-        self.config = config
+        # Warm-up samples run in this process before the load (see _warmup.py); Triton never
+        # gets them, so the config it is given has none.
+        self.warmups = list(config.model_warmup or [])
+        self.config = dataclasses.replace(config, model_warmup=None)
         self.strict = strict
         self.info = ModelInfo(
             model_name=name,
@@ -83,6 +89,11 @@ class BoundModel:
         for fn in self.infer_fns:
             inject_context(fn, self.info)
         self.workers: list[InstanceWorker] = []
+
+    def warm_up(self, loop: EventLoopThread) -> None:
+        """Run the model's warm-up samples on every instance; raises PyTritonTorchModelError on failure."""
+        if self.warmups:
+            run_warmups(self.info, self.infer_fns, self.warmups, loop, strict=self.strict)
 
     def write(
         self,
@@ -157,3 +168,9 @@ class BoundModel:
     def stop_workers(self) -> None:
         for worker in self.workers:
             worker.close()
+
+    def join_workers(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` in all for the closed workers' threads (a busy one may run on)."""
+        deadline = time.monotonic() + timeout_s
+        for worker in self.workers:
+            worker.join(max(0.0, deadline - time.monotonic()))

@@ -54,7 +54,7 @@ from ._server._config import TritonConfig
 from ._server._dist import TritonDist, find_dist
 from ._server._preload import Secrets, preload_library
 from ._server._process import TritonProcess, check_ports_free
-from ._server._workspace import Workspace
+from ._server._workspace import Workspace, check_root_length, remove_stale_workspaces
 from .exceptions import (
     PyTritonTorchInvalidOperationError,
     PyTritonTorchModelError,
@@ -71,6 +71,8 @@ ADMIN_HEADER = "pytriton-torch-admin-token"
 RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")
 _PYTHON_BACKEND_SHM_DEFAULT = 4 * 1024 * 1024
 _PYTHON_BACKEND_SHM_GROWTH = 32 * 1024 * 1024
+_KILL_GRACE_S = 2.0
+"""How long tritonserver may take to exit after the exit timeout before it is killed."""
 
 
 _UNREPORTED: set[int] = set()
@@ -135,6 +137,7 @@ class Triton:
             )
         self._spin_us = float(os.environ.get("PYTRITON_TORCH_CHANNEL_SPIN_US", channel_spin_us))
         self._config = (config or TritonConfig()).merged_over(TritonConfig.from_env())
+        check_root_length(workspace)
         self._workspace_path = workspace
         self._connect_timeout_s = connect_timeout_s
         self._models: dict[str, BoundModel] = {}
@@ -193,6 +196,23 @@ class Triton:
         return self._workspace
 
     def _start(self) -> None:
+        try:
+            self._start_server()
+        except BaseException:
+            self._abandon_start()
+            raise
+
+    def _abandon_start(self) -> None:
+        """After a failed start: remove what it made; the caller is told by the exception."""
+        _UNREPORTED.discard(id(self))
+        if self._started:
+            return  # stop() already ran and removed everything
+        if self._workspace is not None:
+            self._workspace.remove()
+        if self._zmq is not None:
+            self._zmq.term()
+
+    def _start_server(self) -> None:
         with self._lock:
             if self._stopped:
                 raise PyTritonTorchInvalidOperationError(
@@ -201,6 +221,7 @@ class Triton:
             if self._started:
                 return
             remove_stale_segments()
+            remove_stale_workspaces()
             check_ports_free(self._config.ports())
             dist = find_dist()
             self._workspace = Workspace(self._workspace_path)
@@ -350,12 +371,18 @@ class Triton:
         exit_timeout = float(
             self._config.exit_timeout_secs if self._config.exit_timeout_secs is not None else 30
         )
+        # One deadline for the whole shutdown: draining and tritonserver's own exit share it, then
+        # tritonserver gets _KILL_GRACE_S more before it is killed (what it still runs is abandoned).
+        deadline = time.monotonic() + exit_timeout
         if self._process is not None:
             if self._process.is_alive():
                 # Draining through unload first: tritonserver's own shutdown would otherwise wait the
                 # whole exit timeout for idle keep-alive client connections to go away.
                 self._unload_all(timeout_s=exit_timeout)
-            self._process.stop(timeout_s=2.0 if self._drained else exit_timeout + 10, drained=self._drained)
+            remaining = max(0.0, deadline - time.monotonic())
+            self._process.stop(
+                timeout_s=2.0 if self._drained else remaining + _KILL_GRACE_S, drained=self._drained
+            )
         for model in self._models.values():
             model.stop_workers()
         if self._zmq is not None:
@@ -394,21 +421,38 @@ class Triton:
     def _unload_all(self, timeout_s: float) -> None:
         """Unload every model; tritonserver finishes their in-flight requests first."""
         deadline = time.monotonic() + timeout_s
+
+        def left(cap: float) -> float:
+            return max(0.1, min(cap, deadline - time.monotonic()))
+
+        busy: list[str] = []
         try:
-            index = json.loads(self._admin_post("/v2/repository/index", b'{"ready": true}', timeout_s=5))
+            index = json.loads(
+                self._admin_post("/v2/repository/index", b'{"ready": true}', timeout_s=left(5))
+            )
             names = sorted({entry["name"] for entry in index})
             for name in names:
-                self._admin_post(
-                    f"/v2/repository/models/{name}/unload", timeout_s=max(1.0, deadline - time.monotonic())
-                )
+                self._admin_post(f"/v2/repository/models/{name}/unload", timeout_s=left(timeout_s))
             while time.monotonic() < deadline:
-                index = json.loads(self._admin_post("/v2/repository/index", timeout_s=5))
-                if all(entry.get("state") not in ("READY", "UNLOADING", "LOADING") for entry in index):
+                index = json.loads(self._admin_post("/v2/repository/index", timeout_s=left(5)))
+                busy = sorted(
+                    entry["name"]
+                    for entry in index
+                    if entry.get("state") in ("READY", "UNLOADING", "LOADING")
+                )
+                if not busy:
                     self._drained = True
                     return
                 time.sleep(0.05)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             LOGGER.debug("could not drain models before stopping: %s", exc)
+            return
+        LOGGER.warning(
+            "exit timeout (%gs) reached before every model finished its requests%s; stopping "
+            "tritonserver anyway: requests still in flight fail, infer calls still running are abandoned",
+            timeout_s,
+            f" (still busy: {', '.join(busy)})" if busy else "",
+        )
 
     def _on_server_exit(self, code: int) -> None:
         if self._failure is None:
@@ -529,20 +573,7 @@ class Triton:
             version=model_version,
             strict=strict,
         )
-        with self._lock:
-            if self._stopped:
-                raise PyTritonTorchInvalidOperationError(
-                    f"cannot bind {model_name!r}: this Triton was stopped"
-                )
-            if model_name in self._models:
-                raise PyTritonTorchInvalidOperationError(f"model {model_name!r} is already bound")
-            self._models[model_name] = model
-            if self._started:
-                try:
-                    self._load(model)
-                except BaseException:
-                    del self._models[model_name]
-                    raise
+        self._bind_model(model)
 
     def bind_module(
         self,
@@ -670,7 +701,11 @@ class Triton:
         return load_repository(self, path, models=models, on_event=on_event, allow_pickle=allow_pickle)
 
     def _bind_model(self, model: BoundModel) -> None:
-        """Register a prepared bound model and load it when the server runs (repository mode)."""
+        """Register a prepared bound model and load it when the server runs.
+
+        The one registration path of ``bind``, ``bind_module`` and repository models: a load that
+        fails leaves nothing behind (workers, sockets, model folder, shared memory).
+        """
         with self._lock:
             if self._stopped:
                 raise PyTritonTorchInvalidOperationError(
@@ -698,8 +733,11 @@ class Triton:
             on_load_error(exc.message)
 
     def _discard(self, model: BoundModel) -> None:
+        """Undo everything a failed load of ``model`` made on our side."""
         model.stop_workers()
+        model.join_workers(timeout_s=2.0)  # idle threads release their sockets at once
         self._models.pop(model.name, None)
+        self._loaded.discard(model.name)
         if self._workspace is not None:
             shutil.rmtree(self._workspace.models / model.name, ignore_errors=True)
 
@@ -708,6 +746,7 @@ class Triton:
         if self._failure is not None:  # run() users learn here that the server is gone
             _UNREPORTED.discard(id(self))
             raise PyTritonTorchServerError(f"cannot load model {model.name!r}: {self._failure}")
+        model.warm_up(self._loop)
         model.write(
             self._workspace,
             self._shm_prefix,

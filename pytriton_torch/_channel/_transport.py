@@ -46,6 +46,7 @@ def _read_exact(sock: socket.socket, view: memoryview) -> None:
 
 
 _FIRST_READ = 16 * 1024
+_ZMQ_CLOSE_CHECK_MS = 100
 
 
 class _UnixStream:
@@ -129,6 +130,7 @@ class ServerEndpoint:
             self._zsock = zmq_context.socket(zmq.ROUTER)
             self._zsock.setsockopt(zmq.LINGER, 0)
             self._zsock.bind(f"ipc://{address}")
+            self._remember(address)
             return
         if kind != "unix":
             raise ValueError(f"unknown channel transport {kind!r}; expected one of {', '.join(TRANSPORTS)}")
@@ -138,16 +140,31 @@ class ServerEndpoint:
             os.unlink(address)
         self._listener.bind(address)
         os.chmod(address, 0o600)
+        self._remember(address)
         self._listener.listen(4)
         self._conn: _UnixStream | None = None
         self._poller = select.poll()
         self._poller.register(self._wake_r, select.POLLIN)
         self._poller.register(self._listener.fileno(), select.POLLIN)
 
+    def _remember(self, address: str) -> None:
+        """The socket file's identity: release() removes the file only while it is still ours."""
+        self._address = address
+        self._inode = os.stat(address).st_ino
+
+    def _remove_file(self) -> None:
+        with contextlib.suppress(OSError):  # a model bound again under this name may own it now
+            if os.stat(self._address).st_ino == self._inode:
+                os.unlink(self._address)
+
     def recv(self) -> tuple[Any, list[Any]]:
         """Block for the next message; returns (peer, frames)."""
         if self.kind == "zmq":
             try:
+                # close() cannot wake a blocked zmq recv: look at the flag between short polls.
+                while not self._zsock.poll(_ZMQ_CLOSE_CHECK_MS):
+                    if self._closed.is_set():
+                        raise ChannelClosed("closed")
                 ident, *frames = self._zsock.recv_multipart(copy=False)
             except zmq.ContextTerminated:
                 raise ChannelClosed("closed") from None
@@ -205,11 +222,12 @@ class ServerEndpoint:
         """Free the endpoint's resources (called by the thread that used it)."""
         if self.kind == "zmq":
             self._zsock.close(0)
-            return
-        self._replace(None)
-        self._listener.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        else:
+            self._replace(None)
+            self._listener.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self._remove_file()
 
 
 class ClientEndpoint:

@@ -1,0 +1,139 @@
+"""Warm-up samples (``ModelConfig.model_warmup``) run in this process, before Triton loads the model.
+
+tritonserver 2.51 runs a model's warm-up while it initialises the model instance; when a sample
+fails, it tears the half-built instance down, and that clean-up path sometimes crashes the whole
+server (SIGSEGV in ``TritonModelInstance::~TritonModelInstance`` -> ``StopBackendThread``, seen on
+the 3rd to 13th failing load). So the samples never reach Triton: they are run here, through the
+same calls and output checks as a served batch, on every instance's callable; a failure fails
+``bind`` with the sample's name and error before Triton hears of the model.
+
+Example::
+
+    run_warmups(model, loop)  # raises PyTritonTorchModelError when a sample fails
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from ._channel._validate import check_responses
+from ._channel._worker import EventLoopThread
+from ._context import ModelInfo
+from ._dtypes import spec_to_triton, triton_to_numpy
+from ._types import Request
+from .exceptions import PyTritonTorchModelError, PyTritonTorchValidationError
+from .model_config import ModelWarmup, WarmupInput
+
+
+def run_warmups(
+    info: ModelInfo,
+    infer_fns: list[Callable[..., Any]],
+    warmups: list[ModelWarmup],
+    loop: EventLoopThread,
+    *,
+    strict: bool,
+) -> None:
+    """Run each sample ``count`` times on every instance's callable; raise on the first failure."""
+    rng = np.random.default_rng()
+    for warmup in warmups:
+        for _ in range(max(1, warmup.count)):
+            for fn in infer_fns:
+                requests = _requests(info, warmup, rng)
+                try:
+                    _call(info, fn, requests, loop, strict=strict)
+                except Exception as exc:
+                    raise PyTritonTorchModelError(
+                        f"model {info.model_name!r} failed to load: warm-up sample {warmup.name!r} "
+                        f"failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+
+
+def _requests(info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator) -> list[Request]:
+    """``batch_size`` requests (as Triton makes them: one sample each, batch dim 1 when batching)."""
+    where = f"model {info.model_name!r}: warm-up sample {warmup.name!r}"
+    specs = {tensor.name or "": tensor for tensor in info.inputs}
+    unknown = sorted(set(warmup.inputs) - set(specs))
+    if unknown:
+        raise PyTritonTorchValidationError(
+            f"{where} names unknown input(s) {', '.join(map(repr, unknown))}; the model's inputs "
+            f"are {', '.join(map(repr, sorted(specs)))}"
+        )
+    missing = sorted(n for n, t in specs.items() if not t.optional and n not in warmup.inputs)
+    if missing:
+        raise PyTritonTorchValidationError(f"{where} lacks the input(s) {', '.join(map(repr, missing))}")
+    for name, spec in warmup.inputs.items():
+        declared = specs[name]
+        wanted, given = (
+            spec_to_triton(declared.dtype),
+            spec_to_triton(spec.dtype, what=f"{where} input {name!r}"),
+        )
+        if given != wanted:
+            raise PyTritonTorchValidationError(
+                f"{where} input {name!r} has dtype {given}; the model declares {wanted}"
+            )
+        shape = tuple(spec.shape)
+        if len(shape) != len(declared.shape) or any(
+            d != w and w != -1 for d, w in zip(shape, declared.shape, strict=True)
+        ):
+            raise PyTritonTorchValidationError(
+                f"{where} input {name!r} has shape {shape}; the model declares {tuple(declared.shape)}"
+            )
+    if info.max_batch_size and not 1 <= warmup.batch_size <= info.max_batch_size:
+        raise PyTritonTorchValidationError(
+            f"model {info.model_name!r}: warm-up sample {warmup.name!r} has batch_size="
+            f"{warmup.batch_size}; expected 1..{info.max_batch_size} (max_batch_size)"
+        )
+    count = max(1, warmup.batch_size)
+    return [
+        Request({name: _array(info, warmup, name, spec, rng) for name, spec in warmup.inputs.items()})
+        for _ in range(count)
+    ]
+
+
+def _array(
+    info: ModelInfo, warmup: ModelWarmup, name: str, spec: WarmupInput, rng: np.random.Generator
+) -> np.ndarray:
+    where = f"model {info.model_name!r}: warm-up sample {warmup.name!r} input {name!r}"
+    if spec.input_data_file:
+        raise PyTritonTorchValidationError(
+            f"{where}: input_data_file is not supported for bound models (there is no model folder "
+            "to hold the file); use zero_data or random_data"
+        )
+    shape = ((1,) if info.max_batch_size else ()) + tuple(int(d) for d in spec.shape)
+    if any(d < 0 for d in shape):
+        raise PyTritonTorchValidationError(f"{where}: shape {tuple(spec.shape)} must not have -1 dims")
+    dtype = triton_to_numpy(spec_to_triton(spec.dtype, what=where))
+    if dtype == np.object_:
+        return np.full(shape, b"", dtype=object)
+    if not spec.random_data:
+        return np.zeros(shape, dtype=dtype)
+    if dtype.kind == "f" or dtype.kind == "V":
+        return rng.random(shape, dtype=np.float32).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    info_int = np.iinfo(dtype)
+    return rng.integers(info_int.min, info_int.max, shape, dtype=dtype, endpoint=True)
+
+
+def _call(
+    info: ModelInfo, fn: Callable[..., Any], requests: list[Request], loop: EventLoopThread, *, strict: bool
+) -> None:
+    """What the worker does with a batch, minus the channel: call, await or iterate, check outputs."""
+    result = fn(requests)
+    if info.decoupled:
+        if inspect.isasyncgen(result):
+            chunks: Iterator[Any] = loop.iterate(result)
+        elif inspect.isgenerator(result) or isinstance(result, Iterator):
+            chunks = result
+        else:
+            chunks = iter([loop.run(result) if inspect.isawaitable(result) else result])
+        for chunk in chunks:
+            check_responses(info, requests, chunk, strict=strict)
+        return
+    if type(result) is not list and inspect.isawaitable(result):
+        result = loop.run(result)
+    check_responses(info, requests, result, strict=strict)

@@ -1,0 +1,158 @@
+"""Warm-up samples run in this process (pytriton_torch/_warmup.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pytriton_torch._channel._worker import EventLoopThread
+from pytriton_torch._context import ModelInfo
+from pytriton_torch._types import Request
+from pytriton_torch._warmup import run_warmups
+from pytriton_torch.exceptions import PyTritonTorchModelError, PyTritonTorchValidationError
+from pytriton_torch.model_config import ModelWarmup, Tensor, WarmupInput
+
+IN = (Tensor(name="x", dtype=np.int32, shape=(-1,)), Tensor(name="s", dtype=bytes, shape=(1,)))
+OUT = (Tensor(name="y", dtype=np.int32, shape=(-1,)),)
+
+
+def _info(max_batch_size: int = 8, decoupled: bool = False) -> ModelInfo:
+    return ModelInfo(
+        "m", IN, OUT, batching=max_batch_size > 0, max_batch_size=max_batch_size, decoupled=decoupled
+    )
+
+
+def _sample(batch_size: int = 3, count: int = 2, **x: Any) -> ModelWarmup:
+    return ModelWarmup(
+        name="w",
+        batch_size=batch_size,
+        count=count,
+        inputs={"x": WarmupInput(dtype=np.int32, shape=(5,), **x), "s": WarmupInput(dtype=bytes, shape=(1,))},
+    )
+
+
+@pytest.fixture
+def loop() -> Iterator[EventLoopThread]:
+    loop = EventLoopThread()
+    yield loop
+    loop.stop()
+
+
+def test_each_instance_gets_batch_size_requests_count_times(loop: EventLoopThread) -> None:
+    calls: list[list[Request]] = []
+
+    def first(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        calls.append(requests)
+        return [{"y": r["x"]} for r in requests]
+
+    def second(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        calls.append(requests)
+        return [{"y": r["x"]} for r in requests]
+
+    run_warmups(_info(), [first, second], [_sample()], loop, strict=True)
+    assert len(calls) == 4 and all(len(requests) == 3 for requests in calls)
+    request = calls[0][0]
+    assert request["x"].shape == (1, 5) and request["x"].dtype == np.int32 and not request["x"].any()
+    assert request["s"].dtype == np.object_ and request["s"].tolist() == [[b""]]
+
+
+def test_random_data_and_unbatched_shapes(loop: EventLoopThread) -> None:
+    seen: list[np.ndarray] = []
+
+    def fn(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        seen.append(requests[0]["x"])
+        return [{"y": r["x"]} for r in requests]
+
+    run_warmups(
+        _info(max_batch_size=0), [fn], [_sample(batch_size=1, count=1, random_data=True)], loop, strict=False
+    )
+    assert seen[0].shape == (5,) and seen[0].dtype == np.int32
+
+
+def test_a_failing_sample_names_the_model_sample_and_error(loop: EventLoopThread) -> None:
+    def fn(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        raise RuntimeError("cold")
+
+    with pytest.raises(
+        PyTritonTorchModelError,
+        match="model 'm' failed to load: warm-up sample 'w' failed: RuntimeError: cold",
+    ):
+        run_warmups(_info(), [fn], [_sample()], loop, strict=False)
+
+
+def test_outputs_are_checked_as_for_a_served_batch(loop: EventLoopThread) -> None:
+    def fn(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        return [{"wrong": r["x"]} for r in requests]
+
+    with pytest.raises(PyTritonTorchModelError, match="warm-up sample 'w' failed"):
+        run_warmups(_info(), [fn], [_sample()], loop, strict=False)
+
+
+def test_async_and_streaming_functions(loop: EventLoopThread) -> None:
+    async def coroutine(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        return [{"y": r["x"]} for r in requests]
+
+    run_warmups(_info(), [coroutine], [_sample()], loop, strict=False)
+
+    async def stream(requests: list[Request]) -> AsyncIterator[list[dict[str, np.ndarray]]]:
+        yield [{"y": r["x"]} for r in requests]
+        raise RuntimeError("second chunk")
+
+    with pytest.raises(PyTritonTorchModelError, match="second chunk"):
+        run_warmups(_info(decoupled=True), [stream], [_sample()], loop, strict=False)
+
+
+@pytest.mark.parametrize(
+    ("sample", "message"),
+    [
+        (
+            ModelWarmup(name="w", batch_size=1, inputs={"z": WarmupInput(dtype=np.int32, shape=(1,))}),
+            "unknown input",
+        ),
+        (_sample(batch_size=9), "batch_size=9; expected 1..8"),
+        (_sample(input_data_file="raw"), "input_data_file is not supported"),
+        (
+            ModelWarmup(name="w", batch_size=1, inputs={"x": WarmupInput(dtype=np.int32, shape=(1,))}),
+            "lacks the input",
+        ),
+        (
+            ModelWarmup(
+                name="w",
+                batch_size=1,
+                inputs={
+                    "x": WarmupInput(dtype=np.float32, shape=(1,)),
+                    "s": WarmupInput(dtype=bytes, shape=(1,)),
+                },
+            ),
+            "has dtype FP32; the model declares INT32",
+        ),
+        (
+            ModelWarmup(
+                name="w",
+                batch_size=1,
+                inputs={
+                    "x": WarmupInput(dtype=np.int32, shape=(1, 2)),
+                    "s": WarmupInput(dtype=bytes, shape=(1,)),
+                },
+            ),
+            r"has shape \(1, 2\)",
+        ),
+        (
+            ModelWarmup(
+                name="w",
+                batch_size=1,
+                inputs={
+                    "x": WarmupInput(dtype=np.int32, shape=(-1,)),
+                    "s": WarmupInput(dtype=bytes, shape=(1,)),
+                },
+            ),
+            "-1 dims",
+        ),
+    ],
+)
+def test_bad_samples_are_refused(loop: EventLoopThread, sample: ModelWarmup, message: str) -> None:
+    with pytest.raises(PyTritonTorchValidationError, match=message):
+        run_warmups(_info(), [lambda requests: []], [sample], loop, strict=False)
