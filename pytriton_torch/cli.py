@@ -235,6 +235,24 @@ def check(
         raise typer.Exit(int(ExitCode.FAILURE))
 
 
+@app.command()
+def build() -> None:
+    """Compile the small C library loaded into tritonserver, beside the package (for images without a compiler).
+
+    Without this step it is compiled at the first start and cached per user, which needs a C compiler
+    on that machine. Run it as the user who installed pytriton_torch (root in a container build).
+    """
+    from ._server._preload import build_packaged_library
+    from .exceptions import PyTritonTorchServerError
+
+    try:
+        library = build_packaged_library()
+    except PyTritonTorchServerError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(int(ExitCode.FAILURE)) from None
+    out.print(f"built {library}")
+
+
 def _fail(exc: CliError) -> typer.Exit:
     console.print(f"[red]error:[/] {escape(exc.message)}")
     raise typer.Exit(int(exc.code))

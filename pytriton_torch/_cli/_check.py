@@ -51,6 +51,7 @@ def run_checks(
         check_torch,
         check_cuda,
         check_tritonclient,
+        check_preload,
     ]
     findings = []
     for check in checks:
@@ -242,6 +243,24 @@ def check_tritonclient() -> Finding:
             "pip install 'tritonclient[all]'",
         )
     return Finding("tritonclient", OK, f"tritonclient {version}")
+
+
+def check_preload() -> Finding:
+    """The C library loaded into tritonserver: already built, or a compiler to build it at start."""
+    from .._server import _preload
+
+    library = _preload.existing_library()
+    if library is not None:
+        return Finding("preload library", OK, f"built: {library}")
+    cc = _preload.compiler()
+    if cc is not None:
+        return Finding("preload library", OK, f"built with {cc[0]} at the first start (about 0.4 s, cached)")
+    return Finding(
+        "preload library",
+        FAIL,
+        "not built, and no C compiler to build it (cc, gcc or clang on PATH, or $CC)",
+        "install a C compiler (`apt-get install gcc`), or run `pytriton-torch build` once where one is installed",
+    )
 
 
 def _mib(n: int) -> str:

@@ -1,8 +1,13 @@
 """Build (once per source version) and locate the LD_PRELOAD library loaded into tritonserver.
 
 The library (``_preload.c``) keeps admin tokens off the server's command line, creates the
-Python backend's shared-memory regions owner-only, and ends a stub whose server died. It is
-compiled with the system C compiler on first use and cached in a private per-user folder.
+Python backend's shared-memory regions owner-only, and ends a stub whose server died. Where it
+comes from, first match wins:
+
+1. a copy built next to the source by ``pytriton-torch build`` (e.g. while building a container
+   image, so that the image needs no compiler), if nobody but its owner (root or you) can write it;
+2. the per-user cache, ``$XDG_CACHE_HOME/pytriton_torch`` or ``~/.cache/pytriton_torch``;
+3. built now with the system C compiler into that cache (or the private workspace).
 """
 
 from __future__ import annotations
@@ -53,8 +58,10 @@ def preload_library(fallback_dir: pathlib.Path) -> pathlib.Path:
     Cached in ``$XDG_CACHE_HOME/pytriton_torch`` (or ``~/.cache/pytriton_torch``) when that folder is
     private to this user, else built into ``fallback_dir`` (the server's private workspace).
     """
-    source = SOURCE.read_bytes()
-    digest = hashlib.sha256(source + platform.machine().encode()).hexdigest()[:16]
+    prebuilt = packaged_library()
+    if _is_trusted_file(prebuilt):
+        return prebuilt
+    digest = _digest()
     folder = _cache_dir() or fallback_dir
     if any(c in str(folder) for c in " :"):
         raise PyTritonTorchServerError(
@@ -66,6 +73,49 @@ def preload_library(fallback_dir: pathlib.Path) -> pathlib.Path:
         return library
     _compile(folder, library)
     return library
+
+
+def existing_library() -> pathlib.Path | None:
+    """The library a start would use without compiling, if there is one (packaged, then cached)."""
+    if _is_trusted_file(packaged_library()):
+        return packaged_library()
+    folder = _cache_dir()
+    cached = None if folder is None else folder / f"preload-{_digest()}.so"
+    return cached if cached is not None and _is_private_file(cached) else None
+
+
+def compiler() -> list[str] | None:
+    """The C compiler a start would use (``$CC``, else cc, gcc or clang on PATH), or None."""
+    try:
+        return _find_compiler()
+    except PyTritonTorchServerError:
+        return None
+
+
+def packaged_library() -> pathlib.Path:
+    """Where ``pytriton-torch build`` puts the library: beside its source, named by the source's hash."""
+    return SOURCE.with_name(f"_preload-{_digest()}.so")
+
+
+def build_packaged_library() -> pathlib.Path:
+    """Compile the library beside its source (for images and machines without a compiler at run time).
+
+    Run it as the user who installed the package (root for a system-wide install); the file is
+    then used by every user, as long as only its owner can write it and its folder.
+    """
+    library = packaged_library()
+    folder = library.parent
+    if not os.access(folder, os.W_OK):
+        raise PyTritonTorchServerError(
+            f"cannot write {folder}: run `pytriton-torch build` as the user who installed pytriton_torch"
+        )
+    _compile(folder, library)
+    os.chmod(library, 0o755)
+    return library
+
+
+def _digest() -> str:
+    return hashlib.sha256(SOURCE.read_bytes() + platform.machine().encode()).hexdigest()[:16]
 
 
 def _cache_dir() -> pathlib.Path | None:
@@ -88,6 +138,21 @@ def _is_safe_dir(path: pathlib.Path, owners: tuple[int, ...]) -> bool:
     except OSError:
         return False
     return stat.S_ISDIR(info.st_mode) and info.st_uid in owners and not info.st_mode & 0o022
+
+
+def _is_trusted_file(path: pathlib.Path) -> bool:
+    """A file only root or this user can change, in a folder only they can change."""
+    owners = (os.getuid(), 0)
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    return (
+        stat.S_ISREG(info.st_mode)
+        and info.st_uid in owners
+        and not info.st_mode & 0o022
+        and _is_safe_dir(path.parent, owners)
+    )
 
 
 def _is_private_file(path: pathlib.Path) -> bool:

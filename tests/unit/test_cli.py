@@ -272,7 +272,7 @@ def test_check_passes_on_this_machine() -> None:
     )
     findings = {f["name"]: f for f in json.loads(output)}
     assert code == 0, output
-    for name in ("glibc", "libpython", "tritonserver", "stub", "shm", "ports", "torch", "cuda"):
+    for name in ("glibc", "libpython", "tritonserver", "stub", "shm", "ports", "torch", "cuda", "preload library"):
         assert findings[name]["status"] in ("ok", "info", "warn"), findings[name]
 
 
@@ -295,6 +295,22 @@ def test_check_small_shm_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     finding = _check.check_shm()
     assert finding.status == _check.WARN
     assert "--shm-size" in finding.fix
+
+
+def test_check_preload_library_without_a_compiler(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytriton_torch._server import _preload
+
+    source = tmp_path / "_preload.c"
+    source.write_text(_preload.SOURCE.read_text() + "\n/* not built anywhere */\n")
+    monkeypatch.setattr(_preload, "SOURCE", source)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    finding = _check.check_preload()
+    assert finding.status == _check.FAIL
+    assert "pytriton-torch build" in finding.fix and "gcc" in finding.fix
 
 
 def test_check_old_or_missing_glibc(monkeypatch: pytest.MonkeyPatch) -> None:

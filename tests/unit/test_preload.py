@@ -186,3 +186,43 @@ def _copy_with_a_new_hash(tmp_path: pathlib.Path) -> pathlib.Path:
     source = tmp_path / "_preload.c"
     source.write_text(_preload.SOURCE.read_text() + "\n/* test copy */\n")
     return source
+
+
+@needs_cc
+def test_a_library_built_beside_the_package_needs_no_compiler_later(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "package"
+    package.mkdir(mode=0o755)
+    source = package / "_preload.c"
+    source.write_text(_preload.SOURCE.read_text() + "\n/* packaged copy */\n")
+    monkeypatch.setattr(_preload, "SOURCE", source)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    built = _preload.build_packaged_library()
+    assert built.parent == package and stat.S_IMODE(built.stat().st_mode) == 0o755
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))  # nothing can be compiled from here on
+    assert preload_library(tmp_path / "fallback") == built
+    os.chmod(built, 0o777)  # a copy others could swap is never used
+    with pytest.raises(PyTritonTorchServerError, match="no-such-compiler"):
+        preload_library(tmp_path / "fallback")
+
+
+@needs_cc
+def test_build_command_reports_the_library(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pytriton_torch.cli import app
+
+    package = tmp_path / "package"
+    package.mkdir(mode=0o755)
+    monkeypatch.setattr(_preload, "SOURCE", _copy_with_a_new_hash(package))
+    result = CliRunner().invoke(app, ["build"])
+    assert result.exit_code == 0, result.output
+    assert "built" in result.output and str(package) in result.output.replace("\n", "")
+    os.chmod(package, 0o555)
+    try:
+        result = CliRunner().invoke(app, ["build"])
+        if os.getuid() != 0:  # root writes anyway
+            assert result.exit_code == 1 and "cannot write" in result.output
+    finally:
+        os.chmod(package, 0o755)
