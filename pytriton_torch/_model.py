@@ -94,6 +94,7 @@ class BoundModel:
             proto.P_TRANSPORT: transport,
             proto.P_SPIN_US: str(spin_us),
             proto.P_MAX_INPUT_BYTES: str(self.config.max_input_bytes or 0),
+            proto.P_MAX_STREAMS: str(self.config.max_concurrent_streams),
         }
         pb = build_model_config(
             self.name,
@@ -132,7 +133,11 @@ class BoundModel:
                     index=index,
                     infer_fn=fn,
                     endpoint=ServerEndpoint(
-                        transport, proto.endpoint(str(workspace.ipc), self.name, index), context, lost
+                        transport,
+                        proto.endpoint(str(workspace.ipc), self.name, index),
+                        context,
+                        lost,
+                        multiplexed=self.info.decoupled,
                     ),
                     shm_prefix=f"{shm_prefix}-{self.name}",
                     loop=loop,
@@ -146,3 +151,11 @@ class BoundModel:
     def stop_workers(self) -> None:
         for worker in self.workers:
             worker.close()
+
+    def open_streams(self) -> int:
+        """Streams open now on all instances (streaming models)."""
+        return sum(worker.open_streams() for worker in self.workers)
+
+    def refuse_streams(self, reason: str) -> int:
+        """Cancel every open stream and fail new ones (shutdown); returns how many were open."""
+        return sum(worker.refuse_streams(reason) for worker in self.workers)

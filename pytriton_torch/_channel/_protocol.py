@@ -2,9 +2,12 @@
 
 Every message is ``[header, *frames]``; ``header`` is a msgpack map with ``t`` (kind) and ``id``.
 
-stub -> worker: ``hello`` (connect check), ``infer`` (a batch), ``ack`` (stream chunk consumed)
+stub -> worker: ``hello`` (connect check), ``infer`` (a batch), ``ack`` (stream chunk consumed),
+``cancel`` (stop a stream: its clients went away or it timed out; ``why`` says which)
 worker -> stub: ``welcome``, ``ok`` (responses), ``err`` (the batch failed), ``part`` (one
 stream chunk), ``end`` (stream finished)
+
+Several streams of one instance may be open at once; every message names its call by ``id``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ ERR = "err"
 PART = "part"
 ACK = "ack"
 END = "end"
+CANCEL = "cancel"
 
 # Keys of the generated config's ``parameters`` that the proxy reads.
 P_IPC_DIR = "pytriton_torch.ipc_dir"
@@ -32,6 +36,7 @@ P_INFER_TIMEOUT = "pytriton_torch.infer_timeout_s"
 P_TRANSPORT = "pytriton_torch.transport"
 P_SPIN_US = "pytriton_torch.spin_us"
 P_MAX_INPUT_BYTES = "pytriton_torch.max_input_bytes"
+P_MAX_STREAMS = "pytriton_torch.max_concurrent_streams"
 
 
 def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:
