@@ -66,6 +66,16 @@ class _OpenStream:
         return not self.cancelled.is_set()
 
 
+async def _guarded(awaitable: Any) -> tuple[Any, BaseException | None]:
+    """Await on the loop; a BaseException (SystemExit...) comes back instead of stopping the loop."""
+    try:
+        return await awaitable, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return None, exc
+
+
 class EventLoopThread:
     """One asyncio loop in a daemon thread, shared by all async infer functions of a server."""
 
@@ -84,7 +94,10 @@ class EventLoopThread:
             return self._loop
 
     def run(self, awaitable: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
+        value, error = asyncio.run_coroutine_threadsafe(_guarded(awaitable), self.loop).result()
+        if error is not None:
+            raise error
+        return value
 
     def iterate(self, agen: Any) -> Iterator[Any]:
         while True:
