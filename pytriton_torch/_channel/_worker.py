@@ -42,7 +42,7 @@ class _OpenStream:
         self.call_id = call_id
         self.peer = peer
         self.cancelled = threading.Event()
-        self.reason = ""  # set when this side cancels (server stopping): the client is told why
+        self.reason = ""  # set when this side cancels (server stopping): the client was told why
         self._acked = threading.Event()
 
     def expect_ack(self) -> None:
@@ -190,14 +190,25 @@ class InstanceWorker:
             return len(self._streams)
 
     def cancel_streams(self, reason: str) -> int:
-        """Cancel every open stream (their clients get ``reason`` as the error); returns how many."""
+        """Cancel every open stream (their clients get ``reason`` as the error); returns how many.
+
+        The clients are answered at once, so Triton can release their requests even while a
+        generator is still busy before its next ``yield`` (where it is closed).
+        """
         with self._lock:
             streams = list(self._streams.values())
-        return sum(stream.cancel(reason) for stream in streams)
+        cancelled = [stream for stream in streams if stream.cancel(reason)]
+        for stream in cancelled:
+            message = f"model {self.info.model_name!r}: stream cancelled: {reason}"
+            self._sock.send(
+                stream.peer, [proto.dumps({"t": proto.ERR, "id": stream.call_id, "msg": message})]
+            )
+        return len(cancelled)
 
     def refuse_streams(self, reason: str) -> int:
         """Cancel every open stream and fail new ones with ``reason`` (shutdown); returns how many."""
-        self._refusing = reason
+        with self._lock:
+            self._refusing = reason
         return self.cancel_streams(reason)
 
     def _current(self, generation: int) -> bool:
@@ -336,10 +347,6 @@ class InstanceWorker:
 
     def _open_stream(self, peer: Any, header: dict[str, Any], frames: list[Any]) -> None:
         call_id = header["id"]
-        if self._refusing:
-            message = f"model {self.info.model_name!r}: stream not started: {self._refusing}"
-            self._sock.send(peer, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
-            return
         stream = _OpenStream(call_id, peer)
         try:
             requests = self._requests(header, frames)
@@ -349,7 +356,13 @@ class InstanceWorker:
         for request in requests:
             request._cancelled = stream.cancelled
         with self._lock:
-            self._streams[call_id] = stream
+            refused = self._refusing
+            if not refused:
+                self._streams[call_id] = stream
+        if refused:
+            message = f"model {self.info.model_name!r}: stream not started: {refused}"
+            self._sock.send(peer, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
+            return
         threading.Thread(
             target=self._run_stream,
             args=(stream, requests),
@@ -376,14 +389,9 @@ class InstanceWorker:
                 if not stream.cancelled.is_set():
                     self._sock.send(stream.peer, [proto.dumps({"t": proto.END, "id": stream.call_id})])
                     return
-            self._close_generator(result)
-            if stream.reason:  # cancelled by this side: the proxy still waits for an answer
-                message = f"model {self.info.model_name!r}: stream cancelled: {stream.reason}"
-                self._sock.send(
-                    stream.peer, [proto.dumps({"t": proto.ERR, "id": stream.call_id, "msg": message})]
-                )
+            self._close_generator(result)  # the proxy was answered when the stream was cancelled
         except BaseException as exc:
-            if stream.cancelled.is_set() and not stream.reason:
+            if stream.cancelled.is_set():  # nobody reads it any more; the proxy was answered
                 LOGGER.debug(
                     "model %r: cancelled stream %d ended with %r", self.info.model_name, stream.call_id, exc
                 )

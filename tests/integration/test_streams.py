@@ -124,9 +124,10 @@ def _batched(requests: list[Request]) -> Iterator[list[dict[str, Any]]]:
         yield [{"y": np.full((1, 1), 100 * int(r["n"].reshape(-1)[0]) + i, dtype=np.int32)} for r in requests]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Triton]:
-    with Triton(config=make_config()) as triton:
+@pytest.fixture(scope="module", params=["unix", "zmq"])
+def server(request: pytest.FixtureRequest) -> Iterator[Triton]:
+    """Streams are multiplexed on the channel: checked on both transports."""
+    with Triton(config=make_config(), channel=request.param) as triton:
         one = ModelConfig(max_batch_size=1, decoupled=True)
         triton.bind("slow", _slow, *STREAM_IO, config=one)
         triton.bind("aslow", _aslow, *STREAM_IO, config=one)
