@@ -209,7 +209,7 @@ def test_multiplexed_endpoints_send_from_many_threads_while_one_receives(
     senders = [threading.Thread(target=client.send, args=([f"{i}".encode(), payload],)) for i in range(16)]
     for thread in senders:
         thread.start()
-    got = set()
+    got: set[bytes] = set()
     while len(got) < 16:
         assert client.poll(10_000)
         tag, body = (bytes(f) for f in client.recv())
