@@ -249,12 +249,7 @@ class TritonPythonModel:
         next_check = time.monotonic() + _CHECK_S
         while not self._stopping:
             try:
-                if self._sock.poll(int(_CHECK_S * 1000)):
-                    header_frame, *frames = self._sock.recv()
-                    self._dispatch(proto.loads(header_frame), frames)
-                if time.monotonic() >= next_check:
-                    next_check = time.monotonic() + _CHECK_S
-                    self._check_streams()
+                message = self._sock.recv() if self._sock.poll(int(_CHECK_S * 1000)) else None
             except Exception as exc:  # the channel broke (worker gone): fail what is open
                 if self._stopping:
                     return
@@ -262,6 +257,24 @@ class TritonPythonModel:
                 if not pid_alive(self._owner_pid):
                     return
                 time.sleep(_CHECK_S)
+                continue
+            if message is not None:
+                header_frame, *frames = message
+                answer = proto.loads(header_frame)
+                self._guarded(answer.get("id", 0), self._dispatch, answer, frames)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + _CHECK_S
+                self._check_streams()
+
+    def _guarded(self, call_id: int, step: Any, *args: Any) -> None:
+        """Run one step of a stream; if it fails (a sender error), that stream alone is failed."""
+        try:
+            step(*args)
+        except Exception as exc:
+            stream = self._end_stream(call_id)
+            if stream is not None:
+                self._cancel_worker(call_id, "its answer could not be delivered")
+                self._fail_stream(stream.senders, _message(exc), stream.request_ids, stream.live)
 
     def _dispatch(self, answer: dict[str, Any], frames: list[Any]) -> None:
         call_id: int = answer.get("id", 0)
@@ -270,15 +283,9 @@ class TritonPythonModel:
         if stream is None:
             return  # a late answer of a stream that timed out or was cancelled
         if kind == proto.PART:
-            try:
-                for index in stream.live:
-                    group = answer["resps"][index]
-                    stream.senders[index].send(self._response(group, frames, answer["seg"]))
-            except Exception as exc:
-                self._end_stream(call_id)
-                self._cancel_worker(call_id, "the chunk could not be sent")
-                self._fail_stream(stream.senders, _message(exc), stream.request_ids, stream.live)
-                return
+            for index in stream.live:
+                group = answer["resps"][index]
+                stream.senders[index].send(self._response(group, frames, answer["seg"]))
             stream.progressed()
             if self._drop_cancelled(call_id, stream):
                 return
@@ -316,17 +323,20 @@ class TritonPythonModel:
     def _check_streams(self) -> None:
         now = time.monotonic()
         for call_id, stream in list(self._streams.items()):
-            if self._drop_cancelled(call_id, stream):
-                continue
-            if stream.deadline is not None and now > stream.deadline:
-                if self._end_stream(call_id) is None:
-                    continue  # answered meanwhile
-                assert self._infer_timeout is not None
-                self._cancel_worker(call_id, "timed out")
-                message = f"model {self._model_name!r}: no answer from the infer function within {self._infer_timeout:g}s"
-                self._fail_stream(stream.senders, message, stream.request_ids, stream.live)
+            self._guarded(call_id, self._check_stream, call_id, stream, now)
         if self._streams and not pid_alive(self._owner_pid):
             self._fail_all_streams(f"the process serving model {self._model_name!r} has exited")
+
+    def _check_stream(self, call_id: int, stream: _Stream, now: float) -> None:
+        if self._drop_cancelled(call_id, stream):
+            return
+        if stream.deadline is not None and now > stream.deadline:
+            if self._end_stream(call_id) is None:
+                return  # answered meanwhile
+            assert self._infer_timeout is not None
+            self._cancel_worker(call_id, "timed out")
+            message = f"model {self._model_name!r}: no answer from the infer function within {self._infer_timeout:g}s"
+            self._fail_stream(stream.senders, message, stream.request_ids, stream.live)
 
     def _cancel_worker(self, call_id: int, why: str) -> None:
         with contextlib.suppress(Exception):  # a worker that is gone has nothing left to stop
