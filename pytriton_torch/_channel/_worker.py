@@ -42,7 +42,6 @@ class _OpenStream:
         self.call_id = call_id
         self.peer = peer
         self.cancelled = threading.Event()
-        self.reason = ""  # set when this side cancels (server stopping): the client was told why
         self._acked = threading.Event()
 
     def expect_ack(self) -> None:
@@ -51,11 +50,10 @@ class _OpenStream:
     def ack(self) -> None:
         self._acked.set()
 
-    def cancel(self, reason: str = "") -> bool:
+    def cancel(self) -> bool:
         """Cancel the stream; False when it already was."""
         if self.cancelled.is_set():
             return False
-        self.reason = reason
         self.cancelled.set()
         self._acked.set()
         return True
@@ -197,7 +195,7 @@ class InstanceWorker:
         """
         with self._lock:
             streams = list(self._streams.values())
-        cancelled = [stream for stream in streams if stream.cancel(reason)]
+        cancelled = [stream for stream in streams if stream.cancel()]
         for stream in cancelled:
             message = f"model {self.info.model_name!r}: stream cancelled: {reason}"
             self._sock.send(
