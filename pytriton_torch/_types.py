@@ -61,6 +61,12 @@ class Request(MutableMapping[str, np.ndarray]):
         """
         return self._cancelled is not None and self._cancelled.is_set()
 
+    def with_data(self, data: dict[str, Any]) -> Request:
+        """A copy with other inputs; parameters, id, requested outputs and cancellation are shared."""
+        copy = Request(data, self.parameters, self.requested_output_names, self.request_id)
+        copy._cancelled = self._cancelled
+        return copy
+
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]
 
