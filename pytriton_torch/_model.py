@@ -116,6 +116,7 @@ class BoundModel:
             proto.P_TRANSPORT: transport,
             proto.P_SPIN_US: spin_us,
             proto.P_MAX_INPUT_BYTES: self.config.max_input_bytes or 0,
+            proto.P_MAX_STREAMS: self.config.max_concurrent_streams,
         }
         pb = build_model_config(
             self.name,
@@ -154,7 +155,11 @@ class BoundModel:
                     index=index,
                     infer_fn=fn,
                     endpoint=ServerEndpoint(
-                        transport, proto.endpoint(str(workspace.ipc), self.name, index), context, lost
+                        transport,
+                        proto.endpoint(str(workspace.ipc), self.name, index),
+                        context,
+                        lost,
+                        multiplexed=self.info.decoupled,
                     ),
                     shm_prefix=f"{shm_prefix}-{self.name}",
                     loop=loop,
@@ -174,3 +179,11 @@ class BoundModel:
         deadline = time.monotonic() + timeout_s
         for worker in self.workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+
+    def open_streams(self) -> int:
+        """Streams open now on all instances (streaming models)."""
+        return sum(worker.open_streams() for worker in self.workers)
+
+    def refuse_streams(self, reason: str) -> int:
+        """Cancel every open stream and fail new ones (shutdown); returns how many were open."""
+        return sum(worker.refuse_streams(reason) for worker in self.workers)

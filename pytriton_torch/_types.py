@@ -6,6 +6,7 @@ Triton formed) and returns a ``list`` of mappings ``output name -> np.ndarray``,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import ItemsView, Iterator, KeysView, MutableMapping, ValuesView
 from typing import Any
 
@@ -23,9 +24,12 @@ class Request(MutableMapping[str, np.ndarray]):
     ``parameters`` holds the request's parameters (and the HTTP/gRPC headers that Triton was
     told to forward). Arrays backed by shared memory are only valid during the call: copy an
     input if you keep it after returning.
+
+    In a streaming (decoupled) model, :meth:`is_cancelled` tells whether the stream was cancelled
+    (the client cancelled or went away, the stream timed out, or the server is stopping).
     """
 
-    __slots__ = ("data", "parameters", "request_id", "requested_output_names")
+    __slots__ = ("_cancelled", "data", "parameters", "request_id", "requested_output_names")
 
     def __init__(
         self,
@@ -38,6 +42,30 @@ class Request(MutableMapping[str, np.ndarray]):
         self.parameters: dict[str, Any] = {} if parameters is None else parameters
         self.requested_output_names = requested_output_names
         self.request_id = request_id
+        self._cancelled: threading.Event | None = None  # set by the channel for streaming models
+
+    def is_cancelled(self) -> bool:
+        """Whether this request's stream was cancelled; nobody reads what is produced after that.
+
+        A generator is closed at its next ``yield`` anyway (``GeneratorExit`` there); a function
+        that works long between chunks, or a plain function bound to a decoupled model, can
+        check this to stop early. Always False for non-streaming models.
+
+        Example::
+
+            def infer(requests):
+                for step in range(100):
+                    if requests[0].is_cancelled():
+                        return
+                    yield [{"token": next_token(r)} for r in requests]
+        """
+        return self._cancelled is not None and self._cancelled.is_set()
+
+    def with_data(self, data: dict[str, Any]) -> Request:
+        """A copy with other inputs; parameters, id, requested outputs and cancellation are shared."""
+        copy = Request(data, self.parameters, self.requested_output_names, self.request_id)
+        copy._cancelled = self._cancelled
+        return copy
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]

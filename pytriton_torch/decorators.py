@@ -346,12 +346,7 @@ def _is_requests_call(args: tuple[Any, ...]) -> bool:
 def _replace_data(request: Mapping[str, Any], data: dict[str, Any]) -> Any:
     """Copy ``request`` with ``data`` as its inputs; a ``Request`` keeps its parameters and id."""
     if isinstance(request, Request):
-        return Request(
-            data,
-            parameters=request.parameters,
-            requested_output_names=request.requested_output_names,
-            request_id=request.request_id,
-        )
+        return request.with_data(data)  # keeps its cancellation flag (streams) too
     return data
 
 

@@ -161,6 +161,10 @@ class ModelConfig:
         max_input_bytes: Largest input tensor (bytes, per request; BYTES tensors count their
             serialized size) the model accepts. A larger one fails that request before anything
             is forwarded to this process; ``None`` = no limit.
+        max_concurrent_streams: Streaming (decoupled) models: how many streams one model instance
+            serves at once (each runs in its own thread). A stream beyond it waits, in Triton's
+            queue, until an open stream of that instance ends; the dynamic batcher keeps
+            grouping the waiting requests. Ignored for other models.
 
     Example::
 
@@ -176,6 +180,7 @@ class ModelConfig:
     parameters: dict[str, str] = dataclasses.field(default_factory=dict)
     timeout_s: float | None = None
     max_input_bytes: int | None = None
+    max_concurrent_streams: int = 64
 
     def __post_init__(self) -> None:
         if self.batching and self.max_batch_size < 1:
@@ -183,10 +188,16 @@ class ModelConfig:
                 f"ModelConfig: max_batch_size must be >= 1 when batching is on, got {self.max_batch_size}"
             )
         if self.timeout_s is not None and not self.timeout_s > 0:
-            raise PyTritonTorchValidationError(f"ModelConfig: timeout_s must be > 0 or None, got {self.timeout_s}")
+            raise PyTritonTorchValidationError(
+                f"ModelConfig: timeout_s must be > 0 or None, got {self.timeout_s}"
+            )
         if self.max_input_bytes is not None and self.max_input_bytes < 1:
             raise PyTritonTorchValidationError(
                 f"ModelConfig: max_input_bytes must be >= 1 or None, got {self.max_input_bytes}"
+            )
+        if self.max_concurrent_streams < 1:
+            raise PyTritonTorchValidationError(
+                f"ModelConfig: max_concurrent_streams must be >= 1, got {self.max_concurrent_streams}"
             )
 
 

@@ -55,6 +55,7 @@ from ._server._dist import TritonDist, find_dist
 from ._server._preload import Secrets, preload_library
 from ._server._process import TritonProcess, check_ports_free
 from ._server._workspace import Workspace, check_root_length, remove_stale_workspaces
+from ._stream_shutdown import StreamSettler, grace_period, open_streams
 from .exceptions import (
     PyTritonTorchInvalidOperationError,
     PyTritonTorchModelError,
@@ -376,9 +377,12 @@ class Triton:
         deadline = time.monotonic() + exit_timeout
         if self._process is not None:
             if self._process.is_alive():
+                # Open streams get most of the exit timeout to finish, then they are cancelled.
+                settler = StreamSettler(list(self._models.values()), grace_period(exit_timeout))
                 # Draining through unload first: tritonserver's own shutdown would otherwise wait the
                 # whole exit timeout for idle keep-alive client connections to go away.
                 self._unload_all(timeout_s=exit_timeout)
+                settler.join(timeout=max(0.0, deadline - time.monotonic()))
             remaining = max(0.0, deadline - time.monotonic())
             self._process.stop(
                 timeout_s=2.0 if self._drained else remaining + _KILL_GRACE_S, drained=self._drained
@@ -433,6 +437,7 @@ class Triton:
             names = sorted({entry["name"] for entry in index})
             for name in names:
                 self._admin_post(f"/v2/repository/models/{name}/unload", timeout_s=left(timeout_s))
+            held_since: float | None = None
             while time.monotonic() < deadline:
                 index = json.loads(self._admin_post("/v2/repository/index", timeout_s=left(5)))
                 busy = sorted(
@@ -443,6 +448,20 @@ class Triton:
                 if not busy:
                     self._drained = True
                     return
+                if self._held_by_idle_streams(busy, index):
+                    held_since = time.monotonic() if held_since is None else held_since
+                    if time.monotonic() - held_since > 1.0:
+                        # tritonserver 2.51 keeps a streaming model UNLOADING while any client gRPC
+                        # stream stays open, even with no request on it; nothing is in flight.
+                        LOGGER.info(
+                            "shutdown: model(s) %s have no stream in flight but idle client gRPC "
+                            "streams keep them unloading; they end with the server",
+                            ", ".join(busy),
+                        )
+                        self._drained = True
+                        return
+                else:
+                    held_since = None
                 time.sleep(0.05)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             LOGGER.debug("could not drain models before stopping: %s", exc)
@@ -453,6 +472,15 @@ class Triton:
             timeout_s,
             f" (still busy: {', '.join(busy)})" if busy else "",
         )
+
+    def _held_by_idle_streams(self, busy: list[str], index: list[dict[str, Any]]) -> bool:
+        """Whether only streaming models with no open stream are left unloading."""
+        models = [self._models.get(name) for name in busy]
+        if not all(model is not None and model.info.decoupled for model in models):
+            return False
+        if any(entry.get("state") != "UNLOADING" for entry in index if entry["name"] in busy):
+            return False
+        return open_streams([model for model in models if model is not None]) == 0
 
     def _on_server_exit(self, code: int) -> None:
         if self._failure is None:

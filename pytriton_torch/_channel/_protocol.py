@@ -2,9 +2,12 @@
 
 Every message is ``[header, *frames]``; ``header`` is a msgpack map with ``t`` (kind) and ``id``.
 
-stub -> worker: ``hello`` (connect check), ``infer`` (a batch), ``ack`` (stream chunk consumed)
+stub -> worker: ``hello`` (connect check), ``infer`` (a batch), ``ack`` (stream chunk consumed),
+``cancel`` (stop a stream: its clients went away or it timed out; ``why`` says which)
 worker -> stub: ``welcome``, ``ok`` (responses), ``err`` (the batch failed), ``part`` (one
 stream chunk), ``end`` (stream finished)
+
+Several streams of one instance may be open at once; every message names its call by ``id``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ ERR = "err"
 PART = "part"
 ACK = "ack"
 END = "end"
+CANCEL = "cancel"
 
 # The proxy's settings: a JSON file (mode 0600) in the model folder, with these keys. Not config.pbtxt
 # parameters: those are shown to anyone who asks for the model config.
@@ -34,6 +38,7 @@ P_INFER_TIMEOUT = "infer_timeout_s"
 P_TRANSPORT = "transport"
 P_SPIN_US = "spin_us"
 P_MAX_INPUT_BYTES = "max_input_bytes"
+P_MAX_STREAMS = "max_concurrent_streams"
 
 
 def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:

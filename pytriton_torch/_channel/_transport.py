@@ -12,6 +12,10 @@ A message is a list of frames (a msgpack header, then raw tensor bytes). Two tra
 
 The worker side (:class:`ServerEndpoint`) accepts a new connection when a restarted stub
 reconnects; ``close()`` from any thread makes a blocked ``recv`` raise :class:`ChannelClosed`.
+
+Streaming (decoupled) models multiplex several calls on one channel: one thread receives while
+others send. Sends are serialised by a lock; a ZeroMQ socket must never be used by two threads
+at once, so a ``multiplexed`` ZeroMQ endpoint receives by polling in short slices under that lock.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import zmq
 TRANSPORTS = ("unix", "zmq")
 
 _COUNT = struct.Struct("<I")
+_ZMQ_SLICE_MS = 5  # multiplexed ZeroMQ: longest a sender waits for the receiving thread's poll
 
 
 class ChannelClosed(Exception):
@@ -121,9 +126,15 @@ class ServerEndpoint:
         address: str,
         zmq_context: zmq.Context[Any] | None = None,
         on_peer_lost: Callable[[], None] | None = None,
+        multiplexed: bool = False,
     ) -> None:
         self.kind = kind
+        self._multiplexed = multiplexed
+        self._send_lock = threading.Lock()
         self._closed = threading.Event()
+        # close() (any thread) writes to the wake pipe that release() (the serving thread) closes.
+        self._close_lock = threading.Lock()
+        self._released = False
         self._on_peer_lost = on_peer_lost  # unix only: the connected stub went away unannounced
         if kind == "zmq":
             assert zmq_context is not None
@@ -161,12 +172,15 @@ class ServerEndpoint:
         """Block for the next message; returns (peer, frames)."""
         if self.kind == "zmq":
             try:
-                # close() cannot wake a blocked zmq recv: look at the flag between short polls.
-                while not self._zsock.poll(_ZMQ_CLOSE_CHECK_MS):
-                    if self._closed.is_set():
-                        raise ChannelClosed("closed")
-                ident, *frames = self._zsock.recv_multipart(copy=False)
-            except zmq.ContextTerminated:
+                if self._multiplexed:
+                    ident, *frames = self._zmq_recv_sliced()
+                else:
+                    # close() cannot wake a blocked zmq recv: look at the flag between short polls.
+                    while not self._zsock.poll(_ZMQ_CLOSE_CHECK_MS):
+                        if self._closed.is_set():
+                            raise ChannelClosed("closed")
+                    ident, *frames = self._zsock.recv_multipart(copy=False)
+            except (zmq.ContextTerminated, zmq.ZMQError):
                 raise ChannelClosed("closed") from None
             return ident, [f.buffer for f in frames]
         while True:
@@ -189,6 +203,14 @@ class ServerEndpoint:
                         if self._on_peer_lost is not None and not self._closed.is_set():
                             self._on_peer_lost()
 
+    def _zmq_recv_sliced(self) -> list[Any]:
+        while True:
+            if self._closed.is_set():
+                raise ChannelClosed("closed")
+            with self._send_lock:
+                if self._zsock.poll(_ZMQ_SLICE_MS):
+                    return self._zsock.recv_multipart(copy=False)  # type: ignore[no-any-return]
+
     def peer_lost(self) -> None:
         """Report that the connected stub died (the zmq transport learns it from the stub's pid)."""
         if self._on_peer_lost is not None and not self._closed.is_set():
@@ -204,41 +226,53 @@ class ServerEndpoint:
             self._poller.register(conn.sock.fileno(), select.POLLIN)
 
     def send(self, peer: Any, frames: Sequence[Any]) -> None:
-        if self.kind == "zmq":
-            self._zsock.send_multipart([peer, *frames], copy=False)
-            return
-        with contextlib.suppress(OSError):  # the stub died mid-answer; it fails the request itself
-            peer.send(frames)
+        """Send to ``peer`` (any thread); a peer that went away is ignored (it fails the call itself)."""
+        with self._send_lock:
+            if self.kind == "zmq":
+                with contextlib.suppress(zmq.ZMQError):  # released at stop while a stream answered
+                    self._zsock.send_multipart([peer, *frames], copy=False)
+                return
+            with contextlib.suppress(OSError):  # the stub died mid-answer; it fails the request itself
+                peer.send(frames)
 
     def close(self) -> None:
         """Make a blocked ``recv`` raise ChannelClosed; releases the socket (callable from any thread)."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        if self.kind == "unix":
-            os.write(self._wake_w, b"x")
+        with self._close_lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            if self.kind == "unix" and not self._released:
+                os.write(self._wake_w, b"x")
 
     def release(self) -> None:
-        """Free the endpoint's resources (called by the thread that used it)."""
-        if self.kind == "zmq":
-            self._zsock.close(0)
-        else:
-            self._replace(None)
-            self._listener.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-        self._remove_file()
+        """Free the endpoint's resources (called by the thread that used it; idempotent)."""
+        with self._close_lock:
+            if self._released:
+                return
+            self._released = True
+            self._closed.set()
+            if self.kind == "zmq":
+                self._zsock.close(0)
+            else:
+                self._replace(None)
+                self._listener.close()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+            self._remove_file()
 
 
 class ClientEndpoint:
     """Proxy side: one connection to its worker.
 
     ``spin_us``: how long ``poll`` busy-polls (yielding) before sleeping (unix transport only).
+    ``multiplexed``: ``send`` may be called from other threads than the one that polls/receives.
     """
 
-    def __init__(self, kind: str, address: str, spin_us: float = 0.0) -> None:
+    def __init__(self, kind: str, address: str, spin_us: float = 0.0, multiplexed: bool = False) -> None:
         self.kind = kind
         self._spin_s = spin_us / 1e6
+        self._multiplexed = multiplexed
+        self._lock = threading.Lock()
         if kind == "zmq":
             self._zctx: zmq.Context[Any] = zmq.Context()
             self._zsock = self._zctx.socket(zmq.DEALER)
@@ -251,6 +285,13 @@ class ClientEndpoint:
         self._stream = _UnixStream(sock)
 
     def send(self, frames: Sequence[Any]) -> None:
+        if not self._multiplexed:
+            self._send(frames)
+            return
+        with self._lock:
+            self._send(frames)
+
+    def _send(self, frames: Sequence[Any]) -> None:
         if self.kind == "zmq":
             self._zsock.send_multipart(list(frames), copy=False)
         else:
@@ -258,7 +299,15 @@ class ClientEndpoint:
 
     def poll(self, timeout_ms: int) -> bool:
         if self.kind == "zmq":
-            return bool(self._zsock.poll(timeout_ms))
+            if not self._multiplexed:
+                return bool(self._zsock.poll(timeout_ms))
+            end = time.monotonic() + timeout_ms / 1000
+            while True:
+                with self._lock:
+                    if self._zsock.poll(min(timeout_ms, _ZMQ_SLICE_MS)):
+                        return True
+                if time.monotonic() >= end:
+                    return False
         if self._stream.pending:
             return True
         fd = [self._stream.sock]
@@ -275,7 +324,8 @@ class ClientEndpoint:
 
     def recv(self) -> list[Any]:
         if self.kind == "zmq":
-            return [f.buffer for f in self._zsock.recv_multipart(copy=False)]
+            with self._lock:  # uncontended unless multiplexed
+                return [f.buffer for f in self._zsock.recv_multipart(copy=False)]
         return self._stream.recv()
 
     def close(self) -> None:

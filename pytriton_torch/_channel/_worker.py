@@ -2,6 +2,11 @@
 
 The thread that receives a batch also runs the infer function, so no hand-off between threads
 sits on the request path. Coroutines and async generators run on one shared event-loop thread.
+
+Streaming (decoupled) models are multiplexed: the serving thread only receives, and each open
+stream runs in its own thread, so one instance serves many streams at once. Each stream waits
+for the proxy's ``ack`` of a chunk before producing the next one (flow control per stream), and
+a ``cancel`` (client gone, stream timed out) closes its generator at its next ``yield``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import asyncio
 import inspect
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +31,47 @@ from ._transport import ChannelClosed, ServerEndpoint
 from ._validate import check_responses
 
 LOGGER = logging.getLogger("pytriton_torch.worker")
+
+_ALL_INLINE = sys.maxsize  # stream chunks travel in the message: several streams share one channel
+
+
+class _OpenStream:
+    """Worker side of one open stream: its peer, flow control (``ack``) and cancellation."""
+
+    def __init__(self, call_id: int, peer: Any) -> None:
+        self.call_id = call_id
+        self.peer = peer
+        self.cancelled = threading.Event()
+        self._acked = threading.Event()
+
+    def expect_ack(self) -> None:
+        self._acked.clear()
+
+    def ack(self) -> None:
+        self._acked.set()
+
+    def cancel(self) -> bool:
+        """Cancel the stream; False when it already was."""
+        if self.cancelled.is_set():
+            return False
+        self.cancelled.set()
+        self._acked.set()
+        return True
+
+    def wait_ack(self) -> bool:
+        """Wait until the proxy took the last chunk; False when the stream was cancelled meanwhile."""
+        self._acked.wait()
+        return not self.cancelled.is_set()
+
+
+async def _guarded(awaitable: Any) -> tuple[Any, BaseException | None]:
+    """Await on the loop; a BaseException (SystemExit...) comes back instead of stopping the loop."""
+    try:
+        return await awaitable, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return None, exc
 
 
 class EventLoopThread:
@@ -45,7 +92,10 @@ class EventLoopThread:
             return self._loop
 
     def run(self, awaitable: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result()
+        value, error = asyncio.run_coroutine_threadsafe(_guarded(awaitable), self.loop).result()
+        if error is not None:
+            raise error
+        return value
 
     def iterate(self, agen: Any) -> Iterator[Any]:
         while True:
@@ -91,7 +141,9 @@ class InstanceWorker:
         self._packer = Packer(ShmWriter(f"{shm_prefix}-{index}-rsp"))
         self._reader = reader or ShmReader()
         self.connected = threading.Event()
-        self._pending: tuple[Any, list[Any]] | None = None  # a message that ended a stream early
+        self._streams: dict[int, _OpenStream] = {}
+        self._refusing = ""  # set at shutdown: new streams fail with this reason
+        self._stream_packer = Packer(ShmWriter(f"{shm_prefix}-{index}-srsp"), inline_limit=_ALL_INLINE)
         # A call stuck past the model's timeout cannot be interrupted (it is a Python thread), so
         # the instance is served by a new thread instead: each serving thread has a generation,
         # and only the current one may answer or touch the socket and segments.
@@ -101,7 +153,7 @@ class InstanceWorker:
         self._busy_since: float | None = None
         self._closed = threading.Event()
         self._thread = self._start_thread()
-        if timeout_s:
+        if timeout_s and not info.decoupled:  # streams run in their own threads, never the serving one
             threading.Thread(
                 target=self._watch, name=f"pytriton_torch-{info.model_name}-{index}-watchdog", daemon=True
             ).start()
@@ -122,9 +174,40 @@ class InstanceWorker:
         self._thread.join(timeout)
 
     def close(self) -> None:
-        """Ask the thread to finish (returns at once; a running infer call completes first)."""
+        """Ask the thread to finish (returns at once; a running infer call completes first).
+
+        Open streams are cancelled: their generators are closed at their next ``yield``.
+        """
         self._closed.set()
         self._sock.close()
+        self.cancel_streams("the server is stopping")
+
+    def open_streams(self) -> int:
+        """How many streams this instance is serving now."""
+        with self._lock:
+            return len(self._streams)
+
+    def cancel_streams(self, reason: str) -> int:
+        """Cancel every open stream (their clients get ``reason`` as the error); returns how many.
+
+        The clients are answered at once, so Triton can release their requests even while a
+        generator is still busy before its next ``yield`` (where it is closed).
+        """
+        with self._lock:
+            streams = list(self._streams.values())
+        cancelled = [stream for stream in streams if stream.cancel()]
+        for stream in cancelled:
+            message = f"model {self.info.model_name!r}: stream cancelled: {reason}"
+            self._sock.send(
+                stream.peer, [proto.dumps({"t": proto.ERR, "id": stream.call_id, "msg": message})]
+            )
+        return len(cancelled)
+
+    def refuse_streams(self, reason: str) -> int:
+        """Cancel every open stream and fail new ones with ``reason`` (shutdown); returns how many."""
+        with self._lock:
+            self._refusing = reason
+        return self.cancel_streams(reason)
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation
@@ -177,29 +260,60 @@ class InstanceWorker:
     def _serve(self, generation: int = 0) -> None:
         try:
             while self._current(generation):
-                if self._pending is not None:
-                    (peer, (header_frame, *frames)), self._pending = self._pending, None
-                else:
-                    peer, (header_frame, *frames) = self._sock.recv()
-                header = proto.loads(header_frame)
-                kind = header["t"]
-                if kind == proto.INFER:
-                    self._busy_since = time.monotonic()
-                    self._infer(peer, header, frames, generation)
-                    with self._lock:
-                        if self._current(generation):
-                            self._busy_since = None
-                elif kind == proto.HELLO:
-                    self._sock.send(peer, [proto.dumps({"t": proto.WELCOME, "id": header["id"]})])
-                    self._watch_stub(header.get("pid"))
-                    self.connected.set()
+                peer, (header_frame, *frames) = self._sock.recv()
+                try:
+                    self._handle(peer, proto.loads(header_frame), frames, generation)
+                except ChannelClosed:
+                    raise
+                except BaseException:  # a bad message must not end the instance
+                    LOGGER.exception(
+                        "model %r instance %d: could not handle a message from its proxy",
+                        self.info.model_name,
+                        self.index,
+                    )
         except ChannelClosed:
             return
         finally:
             if self._current(generation):  # a replaced thread leaves the channel to its successor
+                self.cancel_streams("the server is stopping")
                 self._sock.release()
                 self._packer.close()
+                self._stream_packer.close()
                 self._reader.close()
+
+    def _handle(self, peer: Any, header: dict[str, Any], frames: list[Any], generation: int) -> None:
+        kind = header["t"]
+        if kind == proto.INFER:
+            if self.info.decoupled:
+                self._open_stream(peer, header, frames)
+                return
+            self._busy_since = time.monotonic()
+            self._infer(peer, header, frames, generation)
+            with self._lock:
+                if self._current(generation):
+                    self._busy_since = None
+        elif kind == proto.ACK:
+            stream = self._streams.get(header["id"])
+            if stream is not None:
+                stream.ack()
+        elif kind == proto.CANCEL:
+            stream = self._streams.get(header["id"])
+            if stream is not None and stream.cancel():
+                LOGGER.info(
+                    "model %r instance %d: stream %d cancelled (%s)",
+                    self.info.model_name,
+                    self.index,
+                    header["id"],
+                    header.get("why") or "cancelled by the client",
+                )
+        elif kind == proto.HELLO:
+            with self._lock:  # a new stub: the streams of the one before it have no reader any more
+                orphans = [s for s in self._streams.values() if s.peer != peer]
+            for stream in orphans:
+                stream.cancel()
+            self._sock.send(peer, [proto.dumps({"t": proto.WELCOME, "id": header["id"]})])
+            self._watch_stub(header.get("pid"))
+            self.connected.set()
 
     def _requests(self, header: dict[str, Any], frames: list[Any]) -> list[Request]:
         segment = header["seg"]
@@ -207,6 +321,8 @@ class InstanceWorker:
         for descriptors, (params, wanted, request_id) in zip(header["reqs"], header["meta"], strict=True):
             parameters = json.loads(params) if params and params != "{}" else {}
             data = unpack(descriptors, frames, segment, self._reader)
+            if segment and self.info.decoupled:  # a stream outlives the proxy's reuse of its segment
+                data = {name: array.copy() for name, array in data.items()}
             requests.append(Request(data, parameters, list(wanted) if wanted else None, request_id or ""))
         return requests
 
@@ -217,9 +333,6 @@ class InstanceWorker:
             requests = self._requests(header, frames)
             started = time.perf_counter_ns()
             result = self._fn(requests)
-            if self.info.decoupled:
-                self._stream(ident, call_id, requests, result, generation)
-                return
             if type(result) is not list and inspect.isawaitable(result):
                 result = self._loop.run(result)
             function_ns = time.perf_counter_ns() - started  # the proxy's hop metric leaves it out
@@ -227,52 +340,84 @@ class InstanceWorker:
             self._send(ident, proto.OK, call_id, responses, function_ns, generation)
         except ChannelClosed:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: this call fails, not the instance
             self._send_error(ident, call_id, exc, requests, generation)
 
-    def _stream(
-        self, ident: Any, call_id: int, requests: list[Request], result: Any, generation: int = 0
-    ) -> None:
-        if inspect.isasyncgen(result):
-            chunks: Iterator[Any] = self._loop.iterate(result)
-        elif inspect.isgenerator(result) or isinstance(result, Iterator):
-            chunks = result
-        else:  # a plain function bound to a decoupled model answers once
-            if inspect.isawaitable(result):
-                result = self._loop.run(result)
-            chunks = iter([result])
-        for chunk in chunks:
-            if not self._current(generation):  # replaced while the generator was stuck
-                if inspect.isgenerator(chunks):
-                    chunks.close()
-                return
-            self._send(
-                ident, proto.PART, call_id, check_responses(self.info, requests, chunk, strict=self._strict)
-            )
-            acked = self._wait_ack(call_id)
-            self._busy_since = time.monotonic()  # progress: the watchdog measures time per chunk
-            if not acked:
-                if inspect.isgenerator(chunks):
-                    chunks.close()
-                return
+    def _open_stream(self, peer: Any, header: dict[str, Any], frames: list[Any]) -> None:
+        call_id = header["id"]
+        stream = _OpenStream(call_id, peer)
+        try:
+            requests = self._requests(header, frames)
+        except Exception as exc:
+            self._send_error(peer, call_id, exc, [])
+            return
+        for request in requests:
+            request._cancelled = stream.cancelled
         with self._lock:
-            if self._current(generation):
-                self._sock.send(ident, [proto.dumps({"t": proto.END, "id": call_id})])
+            refused = self._refusing
+            if not refused:
+                self._streams[call_id] = stream
+        if refused:
+            message = f"model {self.info.model_name!r}: stream not started: {refused}"
+            self._sock.send(peer, [proto.dumps({"t": proto.ERR, "id": call_id, "msg": message})])
+            return
+        threading.Thread(
+            target=self._run_stream,
+            args=(stream, requests),
+            name=f"pytriton_torch-{self.info.model_name}-{self.index}-stream-{call_id}",
+            daemon=True,
+        ).start()
 
-    def _wait_ack(self, call_id: int) -> bool:
-        """Wait until the proxy took the chunk; False when something else came first.
+    def _run_stream(self, stream: _OpenStream, requests: list[Request]) -> None:
+        """Run one stream to its end or its cancellation (in its own thread)."""
+        result: Any = None
+        try:
+            result = self._fn(requests)
+            for chunk in self._chunks(result):
+                if stream.cancelled.is_set():
+                    break
+                responses = check_responses(self.info, requests, chunk, strict=self._strict)
+                descriptors, frames, _ = self._stream_packer.pack(responses)
+                stream.expect_ack()
+                header = {"t": proto.PART, "id": stream.call_id, "resps": descriptors, "seg": "", "fn": 0}
+                self._sock.send(stream.peer, [proto.dumps(header), *frames])
+                if not stream.wait_ack():
+                    break
+            else:
+                if not stream.cancelled.is_set():
+                    self._sock.send(stream.peer, [proto.dumps({"t": proto.END, "id": stream.call_id})])
+                    return
+            self._close_generator(result)  # the proxy was answered when the stream was cancelled
+        except BaseException as exc:
+            if stream.cancelled.is_set():  # nobody reads it any more; the proxy was answered
+                LOGGER.debug(
+                    "model %r: cancelled stream %d ended with %r", self.info.model_name, stream.call_id, exc
+                )
+            else:
+                self._send_error(stream.peer, stream.call_id, exc, requests)
+        finally:
+            with self._lock:
+                self._streams.pop(stream.call_id, None)
 
-        A new call or a handshake (a restarted stub) means the proxy gave up on this stream
-        (timeout); the serve loop handles that message next.
-        """
-        while True:
-            peer, message = self._sock.recv()
-            header = proto.loads(message[0])
-            if header["t"] == proto.ACK and header["id"] == call_id:
-                return True
-            if header["t"] in (proto.INFER, proto.HELLO):
-                self._pending = (peer, message)
-                return False
+    def _chunks(self, result: Any) -> Iterator[Any]:
+        if inspect.isasyncgen(result):
+            return self._loop.iterate(result)
+        if inspect.isgenerator(result) or isinstance(result, Iterator):
+            return result  # type: ignore[no-any-return]
+        # A plain function bound to a decoupled model answers once.
+        return iter([self._loop.run(result) if inspect.isawaitable(result) else result])
+
+    def _close_generator(self, result: Any) -> None:
+        """Close a cancelled stream's generator: GeneratorExit is raised at its ``yield``."""
+        try:
+            if inspect.isasyncgen(result):
+                self._loop.run(result.aclose())
+            elif inspect.isgenerator(result):
+                result.close()
+        except Exception as exc:  # e.g. it yielded again after GeneratorExit
+            LOGGER.warning(
+                "model %r: closing a cancelled stream's generator failed: %r", self.info.model_name, exc
+            )
 
     def _send(
         self,
@@ -291,12 +436,19 @@ class InstanceWorker:
             self._sock.send(ident, [proto.dumps(header), *frames])
 
     def _send_error(
-        self, ident: Any, call_id: int, exc: Exception, requests: list[Request], generation: int | None = None
+        self,
+        ident: Any,
+        call_id: int,
+        exc: BaseException,
+        requests: list[Request],
+        generation: int | None = None,
     ) -> None:
         if generation is not None and not self._current(generation):
             return
         # Our own errors already say what was wrong; others keep their type for the client.
         message = str(exc) if isinstance(exc, PyTritonTorchError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, Exception):
+            message += " (raised by the infer function; only this call failed, the model keeps serving)"
         ids = [r.request_id for r in requests if r.request_id]
         LOGGER.error(
             "model %r instance %d: infer function failed%s: %s",

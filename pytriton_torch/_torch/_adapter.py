@@ -163,4 +163,4 @@ class TorchInfer:
 
 
 def _with_data(request: Request, data: dict[str, Any]) -> Request:
-    return Request(data, request.parameters, request.requested_output_names, request.request_id)
+    return request.with_data(data)

@@ -124,3 +124,9 @@ def test_queue_policy_defaults() -> None:
     assert policy.default_timeout_microseconds == 0
     assert policy.allow_timeout_override is False
     assert policy.max_queue_size == 0
+
+
+def test_max_concurrent_streams_default_and_validation() -> None:
+    assert ModelConfig().max_concurrent_streams == 64
+    with pytest.raises(PyTritonTorchValidationError, match="max_concurrent_streams must be >= 1, got 0"):
+        ModelConfig(decoupled=True, max_concurrent_streams=0)

@@ -167,3 +167,55 @@ def test_unix_client_sees_an_already_received_answer_as_ready(tmp_path: Path) ->
     server.close()
     server.release()
     client.close()
+
+
+@pytest.mark.parametrize("kind", ["unix", "zmq"])
+def test_close_after_the_serving_thread_released_does_not_raise(
+    kind: str, tmp_path: Path, zmq_context: zmq.Context[Any]
+) -> None:
+    # The serving thread releases the endpoint when it ends; stop() closes it later (any thread).
+    server = ServerEndpoint(kind, str(tmp_path / "sock"), zmq_context)
+    server.release()
+    server.close()
+    server.release()
+    server.close()
+    with pytest.raises(ChannelClosed):
+        server.recv()
+
+
+@pytest.mark.parametrize("kind", ["unix", "zmq"])
+def test_multiplexed_endpoints_send_from_many_threads_while_one_receives(
+    kind: str, tmp_path: Path, zmq_context: zmq.Context[Any]
+) -> None:
+    """Streams: every answer arrives whole although several threads send at once on each side."""
+    address = str(tmp_path / "sock")
+    server = ServerEndpoint(kind, address, zmq_context, multiplexed=True)
+    client = ClientEndpoint(kind, address, multiplexed=True)
+    payload = b"p" * 200_000  # larger than one socket write
+
+    def serve() -> None:
+        try:
+            while True:
+                peer, frames = server.recv()
+                tag = bytes(frames[0])
+                threading.Thread(target=server.send, args=(peer, [tag, payload]), daemon=True).start()
+        except ChannelClosed:
+            pass
+        finally:
+            server.release()
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    senders = [threading.Thread(target=client.send, args=([f"{i}".encode(), payload],)) for i in range(16)]
+    for thread in senders:
+        thread.start()
+    got: set[bytes] = set()
+    while len(got) < 16:
+        assert client.poll(10_000)
+        tag, body = (bytes(f) for f in client.recv())
+        assert body == payload
+        got.add(tag)
+    assert got == {f"{i}".encode() for i in range(16)}
+    server.close()
+    serving.join(10)
+    client.close()
