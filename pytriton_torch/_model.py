@@ -19,7 +19,7 @@ from ._channel._transport import ServerEndpoint
 from ._channel._worker import EventLoopThread, InstanceWorker
 from ._context import ModelInfo, inject_context
 from ._server._workspace import Workspace
-from ._warmup import run_warmups
+from ._warmup import ReadFile, run_warmups
 from .exceptions import PyTritonTorchValidationError
 from .model_config import ModelConfig, Tensor
 
@@ -77,6 +77,7 @@ class BoundModel:
         # gets them, so the config it is given has none.
         self.warmups = list(config.model_warmup or [])
         self.config = dataclasses.replace(config, model_warmup=None)
+        self.read_warmup_file: ReadFile | None = None  # repository models: their folder's warmup/
         self.strict = strict
         self.info = ModelInfo(
             model_name=name,
@@ -93,7 +94,14 @@ class BoundModel:
     def warm_up(self, loop: EventLoopThread) -> None:
         """Run the model's warm-up samples on every instance; raises PyTritonTorchModelError on failure."""
         if self.warmups:
-            run_warmups(self.info, self.infer_fns, self.warmups, loop, strict=self.strict)
+            run_warmups(
+                self.info,
+                self.infer_fns,
+                self.warmups,
+                loop,
+                strict=self.strict,
+                read_file=self.read_warmup_file,
+            )
 
     def write(
         self,

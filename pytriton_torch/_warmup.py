@@ -5,7 +5,10 @@ fails, it tears the half-built instance down, and that clean-up path sometimes c
 server (SIGSEGV in ``TritonModelInstance::~TritonModelInstance`` -> ``StopBackendThread``, seen on
 the 3rd to 13th failing load). So the samples never reach Triton: they are run here, through the
 same calls and output checks as a served batch, on every instance's callable; a failure fails
-``bind`` with the sample's name and error before Triton hears of the model.
+``bind`` (or the repository model's load) with the sample's name and error before Triton hears
+of the model. Repository models read ``input_data_file`` samples through a reader that their
+folder gives (:data:`ReadFile`); the bytes are decoded here as Triton does (raw row-major
+elements; BYTES as 4-byte little-endian length + bytes per element).
 
 Example::
 
@@ -14,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,8 +29,12 @@ from ._channel._worker import EventLoopThread
 from ._context import ModelInfo
 from ._dtypes import spec_to_triton, triton_to_numpy
 from ._types import Request
-from .exceptions import PyTritonTorchModelError, PyTritonTorchValidationError
+from .exceptions import PyTritonTorchError, PyTritonTorchModelError, PyTritonTorchValidationError
 from .model_config import ModelWarmup, WarmupInput
+
+ReadFile = Callable[[str], bytes]
+"""Gives the bytes of a sample's ``input_data_file``; raises PyTritonTorchError saying why it cannot
+(the message need not name the model, sample or input: they are put before it)."""
 
 
 def run_warmups(
@@ -36,13 +44,18 @@ def run_warmups(
     loop: EventLoopThread,
     *,
     strict: bool,
+    read_file: ReadFile | None = None,
 ) -> None:
-    """Run each sample ``count`` times on every instance's callable; raise on the first failure."""
+    """Run each sample ``count`` times on every instance's callable; raise on the first failure.
+
+    ``read_file`` reads ``input_data_file`` samples (each file once); without it they are refused.
+    """
     rng = np.random.default_rng()
+    files = functools.cache(read_file) if read_file is not None else None
     for warmup in warmups:
         for _ in range(max(1, warmup.count)):
             for fn in infer_fns:
-                requests = _requests(info, warmup, rng)
+                requests = _requests(info, warmup, rng, files)
                 try:
                     _call(info, fn, requests, loop, strict=strict)
                 except Exception as exc:
@@ -52,7 +65,9 @@ def run_warmups(
                     ) from exc
 
 
-def _requests(info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator) -> list[Request]:
+def _requests(
+    info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator, files: ReadFile | None
+) -> list[Request]:
     """``batch_size`` requests (as Triton makes them: one sample each, batch dim 1 when batching)."""
     where = f"model {info.model_name!r}: warm-up sample {warmup.name!r}"
     specs = {tensor.name or "": tensor for tensor in info.inputs}
@@ -89,16 +104,21 @@ def _requests(info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator) ->
         )
     count = max(1, warmup.batch_size)
     return [
-        Request({name: _array(info, warmup, name, spec, rng) for name, spec in warmup.inputs.items()})
+        Request({name: _array(info, warmup, name, spec, rng, files) for name, spec in warmup.inputs.items()})
         for _ in range(count)
     ]
 
 
 def _array(
-    info: ModelInfo, warmup: ModelWarmup, name: str, spec: WarmupInput, rng: np.random.Generator
+    info: ModelInfo,
+    warmup: ModelWarmup,
+    name: str,
+    spec: WarmupInput,
+    rng: np.random.Generator,
+    files: ReadFile | None,
 ) -> np.ndarray:
     where = f"model {info.model_name!r}: warm-up sample {warmup.name!r} input {name!r}"
-    if spec.input_data_file:
+    if spec.input_data_file and files is None:
         raise PyTritonTorchValidationError(
             f"{where}: input_data_file is not supported for bound models (there is no model folder "
             "to hold the file); use zero_data or random_data"
@@ -107,6 +127,13 @@ def _array(
     if any(d < 0 for d in shape):
         raise PyTritonTorchValidationError(f"{where}: shape {tuple(spec.shape)} must not have -1 dims")
     dtype = triton_to_numpy(spec_to_triton(spec.dtype, what=where))
+    if spec.input_data_file and files is not None:
+        what = f"{where}: input_data_file {spec.input_data_file!r}"
+        try:
+            data = files(spec.input_data_file)
+        except PyTritonTorchError as exc:
+            raise type(exc)(f"{what}: {exc.message}") from None
+        return decode_file(data, dtype, shape, what)
     if dtype == np.object_:
         return np.full(shape, b"", dtype=object)
     if not spec.random_data:
@@ -117,6 +144,43 @@ def _array(
         return rng.integers(0, 2, shape).astype(bool)
     info_int = np.iinfo(dtype)
     return rng.integers(info_int.min, info_int.max, shape, dtype=dtype, endpoint=True)
+
+
+def decode_file(data: bytes, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """A warm-up tensor from a data file's bytes, read as Triton reads them.
+
+    Numeric types: the raw row-major elements; a longer file is fine (its first bytes are used),
+    a shorter one is refused. BYTES: each element is a 4-byte little-endian length and the bytes.
+    """
+    count = int(np.prod(shape, dtype=np.int64))
+    if dtype != np.object_:
+        needed = count * dtype.itemsize
+        if len(data) < needed:
+            raise PyTritonTorchValidationError(
+                f"{where}: expected at least {needed} bytes ({count} {spec_to_triton(dtype)} element(s)), "
+                f"the file has {len(data)}"
+            )
+        return np.frombuffer(data, dtype=dtype, count=count).reshape(shape).copy()
+    items: list[bytes] = []
+    offset = 0
+    for index in range(count):
+        if offset + 4 > len(data):
+            raise PyTritonTorchValidationError(
+                f"{where}: expected {count} BYTES element(s) (4-byte length + data each), the file "
+                f"ends after {index}"
+            )
+        length = int.from_bytes(data[offset : offset + 4], "little")
+        offset += 4
+        if offset + length > len(data):
+            raise PyTritonTorchValidationError(
+                f"{where}: BYTES element {index} declares {length} bytes but only {len(data) - offset} "
+                "remain in the file"
+            )
+        items.append(data[offset : offset + length])
+        offset += length
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array.reshape(shape)
 
 
 def _call(

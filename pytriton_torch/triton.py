@@ -754,7 +754,7 @@ class Triton:
         on_load_error = getattr(model, "on_load_error", None)
         try:
             self._load(model)
-        except PyTritonTorchModelError as exc:
+        except (PyTritonTorchModelError, PyTritonTorchValidationError) as exc:  # e.g. a bad warm-up sample
             if on_load_error is None:
                 raise
             self._discard(model)

@@ -1,10 +1,12 @@
 """A repository model as a bound model: the user's config, rewritten to run our proxy.
 
 Every field of the user's ``config.pbtxt`` that Triton itself acts on (batching, priorities,
-queue policies, reshape, optional inputs, warm-up, response cache, decoupled, version policy...)
+queue policies, reshape, optional inputs, response cache, decoupled, version policy...)
 is kept; platform/backend/runtime/default_model_filename are replaced by the Python backend
 (the proxy's settings go to a private file beside it), and the instance groups by one CPU group
 with the same instance count (the devices are torch's business, in this process).
+``model_warmup`` is taken out: its samples run in this process before the load (``_samples``),
+so Triton never runs a warm-up (a failing one can crash tritonserver 2.51).
 
 Several versions can be live at once: each version folder gets a shim that gives its instances
 their own channel endpoints (``version * 10000 + instance``).
@@ -12,6 +14,7 @@ their own channel endpoints (``version * 10000 + instance``).
 
 from __future__ import annotations
 
+import pathlib
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,8 +25,8 @@ from .._config_gen import to_pbtxt
 from .._model import BoundModel
 from .._server._workspace import Workspace
 from ..model_config import DynamicBatcher, ModelConfig, Tensor
-from ._config import check_inside
 from ._conventions import TensorSpec
+from ._samples import warmup_file_reader, warmup_samples
 
 VERSION_STRIDE = 10000
 
@@ -65,7 +68,7 @@ class RepositoryModel(BoundModel):
         outputs: Sequence[TensorSpec],
         runners: Mapping[int, Sequence[Callable[..., Any]]],
         *,
-        source: Any,
+        source: pathlib.Path,
         on_load_error: Callable[[str], None] | None = None,
     ) -> None:
         batching = base.max_batch_size > 0
@@ -74,6 +77,7 @@ class RepositoryModel(BoundModel):
             max_batch_size=max(base.max_batch_size, 1),
             batcher=DynamicBatcher(),
             decoupled=base.model_transaction_policy.decoupled,
+            model_warmup=warmup_samples(base),
         )
         self.runners = {version: list(fns) for version, fns in runners.items()}
         self.base = base
@@ -89,6 +93,7 @@ class RepositoryModel(BoundModel):
             version=min(runners),
             strict=False,
         )
+        self.read_warmup_file = warmup_file_reader(source, base.name)
 
     def write(
         self,
@@ -111,6 +116,7 @@ class RepositoryModel(BoundModel):
             "cc_model_filenames",
             "optimization",
             "model_operations",
+            "model_warmup",  # run here before the load (see the module docstring)
         ):
             out.ClearField(field)
         out.backend = "python"
@@ -127,13 +133,6 @@ class RepositoryModel(BoundModel):
         for version in versions:
             (folder / str(version)).mkdir(parents=True, exist_ok=True)
             (folder / str(version) / "model.py").write_text(_shim(version))
-        warmup = self.source / "warmup"
-        if warmup.is_dir():
-            target = folder / "warmup"
-            target.mkdir(exist_ok=True)
-            for item in warmup.iterdir():
-                if item.is_file():
-                    shutil.copyfile(check_inside(self.source, item, self.name), target / item.name)
         (folder / "config.pbtxt").write_text(to_pbtxt(out))
 
     def instance_slots(self) -> list[tuple[int, Callable[..., Any]]]:

@@ -221,11 +221,11 @@ def load_repository(
                 source=root / name,
                 on_load_error=functools.partial(fail, name),
             )
-            warmups = len(prepared.parsed.config.model_warmup)
+            warmups = len(model.warmups)
             emit(
                 name,
                 "warmup",
-                f"Triton runs {warmups} model_warmup request(s) while loading"
+                f"{warmups} model_warmup sample(s) run here on every instance before Triton loads it"
                 if warmups
                 else "no model_warmup",
             )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import re
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -189,7 +192,9 @@ def test_user_config_fields_are_kept(http: Any) -> None:
     assert batching["preferred_batch_size"] == [4, 8]
     assert batching["priority_levels"] == 2 and batching["default_priority_level"] == 1
     assert batching["default_queue_policy"]["max_queue_size"] == 64
-    assert config["model_warmup"][0]["name"] == "zeros"
+    # model_warmup is the exception: its samples ran in this process before the load; a served
+    # config with them would make Triton run them again, and a failing one can crash tritonserver
+    assert config.get("model_warmup", []) == []
     assert config["instance_group"][0]["count"] == 2
     assert config["backend"] == "python" and config["platform"] == ""
 
@@ -320,3 +325,158 @@ def test_bf16_end_to_end(http: Any) -> None:
     tensor.set_data_from_numpy(x)
     result = http.infer("bf16", [tensor]).as_numpy("y")
     np.testing.assert_array_equal(result.astype(np.float32), x.astype(np.float32) * 2)
+
+
+# -- warm-ups of repository models run in this process, never in Triton ---------------------------
+
+COLD_PY = textwrap.dedent(
+    """
+    import torch
+
+
+    class Cold(torch.nn.Module):
+        def forward(self, x):
+            if not bool(x.any()):
+                raise ValueError("this model refuses an all-zero input")
+            return x * 2
+    """
+)
+COLD_CONFIG = (
+    'backend: "pytorch"\nruntime: "model.py"\nmax_batch_size: 4\n'
+    f"input [ {tensors('x', 'TYPE_FP32', [4])} ]\noutput [ {tensors('y', 'TYPE_FP32', [4])} ]\n"
+    'model_warmup [ { name: "zeros" batch_size: 2\n'
+    '  inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]\n'
+)
+
+
+def _cold_reason_is_named(reason: str) -> bool:
+    return "warm-up sample 'zeros'" in reason and "refuses an all-zero input" in reason
+
+
+def test_failing_repository_warmups_never_take_the_server_down(tmp_path: pathlib.Path) -> None:
+    """tritonserver 2.51 crashes (SIGSEGV) after a few loads whose warm-up fails: Triton never runs one."""
+    write_model(tmp_path, "good", addsub_config(), {"model.pt": AddSub()})
+    write_model(tmp_path, "cold", COLD_CONFIG, {"model.py": COLD_PY})
+    triton = Triton(config=make_config())
+    report = triton.load_repository(tmp_path)  # before start: the samples run when the server starts
+    with triton:
+        assert report.loaded == ["good"] and list(report.failed) == ["cold"]
+        assert _cold_reason_is_named(report.failed["cold"]), report.failed["cold"]
+        client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+        stop = threading.Event()
+        answers: list[bool] = []
+
+        def ask() -> None:
+            own = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+            while not stop.is_set():
+                try:
+                    result = infer(own, "good", {"INPUT0": A, "INPUT1": B}).as_numpy("OUTPUT__0")
+                    answers.append(bool(np.array_equal(result, A + B)))
+                except Exception:
+                    answers.append(False)
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=ask)
+        thread.start()
+        try:
+            for attempt in range(25):
+                again = triton.load_repository(tmp_path, models=["cold"])
+                assert again.loaded == [] and list(again.failed) == ["cold"]
+                assert _cold_reason_is_named(again.failed["cold"]), again.failed["cold"]
+                assert triton.is_alive(), f"tritonserver died at failing load {attempt + 1}"
+        finally:
+            stop.set()
+            thread.join()
+        assert answers and all(answers), f"{answers.count(False)} of {len(answers)} requests failed"
+        assert not client.is_model_ready("cold")
+        np.testing.assert_array_equal(
+            infer(client, "good", {"INPUT0": A, "INPUT1": B}).as_numpy("OUTPUT__0"), A + B
+        )
+
+
+RECORDING_PY = textwrap.dedent(
+    """
+    import json
+    import torch
+
+    VERSION = {version}
+
+
+    class Recording(torch.nn.Module):
+        def forward(self, x, s):
+            with open({log!r}, "a") as out:
+                out.write(json.dumps([VERSION, x.tolist(), s]) + "\\n")
+            return x * 2
+    """
+)
+
+
+def test_input_data_file_samples_are_read_and_fed_per_version_and_instance(tmp_path: pathlib.Path) -> None:
+    repo, log = tmp_path / "repo", tmp_path / "seen.jsonl"
+    config = (
+        'backend: "pytorch"\nruntime: "model.py"\nmax_batch_size: 4\n'
+        "version_policy: { all: { } }\ninstance_group [ { count: 2 kind: KIND_CPU } ]\n"
+        f"input [ {tensors('x', 'TYPE_FP32', [4])}, {tensors('s', 'TYPE_STRING', [2])} ]\n"
+        f"output [ {tensors('y', 'TYPE_FP32', [4])} ]\n"
+        'model_warmup [ { name: "from_files" batch_size: 2\n'
+        '  inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "x.bin" } }\n'
+        '  inputs { key: "s" value: { data_type: TYPE_STRING dims: [ 2 ] input_data_file: "s.bin" } } } ]\n'
+    )
+    folder = write_model(repo, "filed", config, versions=())
+    for version in (1, 2):
+        (folder / str(version)).mkdir()
+        (folder / str(version) / "model.py").write_text(RECORDING_PY.format(version=version, log=str(log)))
+    (folder / "warmup").mkdir()
+    values = [1.5, 2.5, -3.0, 4.0]
+    # a longer file is fine, as in Triton: the leading bytes are used
+    (folder / "warmup" / "x.bin").write_bytes(np.array(values, np.float32).tobytes() + b"tail")
+    (folder / "warmup" / "s.bin").write_bytes(b"\x06\x00\x00\x00h\xc3\xa9llo" + b"\x00\x00\x00\x00")
+    with Triton(config=make_config()) as triton:
+        report = triton.load_repository(repo)
+        assert report.failed == {} and report.loaded == ["filed"]
+        seen = sorted((v, x, s) for v, x, s in map(json.loads, log.read_text().splitlines()))
+        # every instance of every version got the sample: batch_size requests, the files' values
+        fed = ([values, values], ["héllo", "", "héllo", ""])
+        assert seen == [(1, *fed), (1, *fed), (2, *fed), (2, *fed)]
+        client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+        # Triton is not given the samples (it would run them again, and a failing one can crash it)
+        assert client.get_model_config("filed").get("model_warmup", []) == []
+        x = np.ones((1, 4), np.float32)
+        words = np.array([[b"a", b"b"]], dtype=object)
+        result = infer(client, "filed", {"x": x, "s": words}, model_version="2").as_numpy("y")
+        np.testing.assert_array_equal(result, x * 2)
+
+
+def test_warmup_data_files_cannot_leave_the_model_folder(tmp_path: pathlib.Path) -> None:
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.ones(4, np.float32).tobytes())
+    repo = tmp_path / "repo"
+    sample = (
+        'model_warmup [ { name: "outside" batch_size: 1\n'
+        '  inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "FILE" } } } ]\n'
+    )
+    base = (
+        'backend: "pytorch"\nruntime: "model.py"\nmax_batch_size: 4\n'
+        f"input [ {tensors('x', 'TYPE_FP32', [4])} ]\noutput [ {tensors('y', 'TYPE_FP32', [4])} ]\n"
+    )
+    doubling = (
+        "import torch\nclass Double(torch.nn.Module):\n    def forward(self, x):\n        return x * 2\n"
+    )
+    write_model(repo, "dotdot", base + sample.replace("FILE", "../../secret.bin"), {"model.py": doubling})
+    linked = write_model(repo, "linked", base + sample.replace("FILE", "link.bin"), {"model.py": doubling})
+    (linked / "warmup").mkdir()
+    (linked / "warmup" / "link.bin").symlink_to(secret)
+    mismatch = sample.replace("TYPE_FP32", "TYPE_INT32").replace('input_data_file: "FILE"', "zero_data: true")
+    write_model(repo, "mismatch", base + mismatch, {"model.py": doubling})
+    write_model(repo, "good", base, {"model.py": doubling})
+    triton = Triton(config=make_config())
+    report = triton.load_repository(repo)  # before start: a bad sample must not fail the start
+    with triton:
+        assert report.loaded == ["good"]
+        assert sorted(report.failed) == ["dotdot", "linked", "mismatch"]
+        client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+        x = np.ones((1, 4), np.float32)
+        np.testing.assert_array_equal(infer(client, "good", {"x": x}).as_numpy("y"), x * 2)
+    assert "warm-up sample 'outside'" in report.failed["dotdot"] and "refused" in report.failed["dotdot"]
+    assert "outside the model folder" in report.failed["linked"], report.failed["linked"]
+    assert "INT32" in report.failed["mismatch"] and "FP32" in report.failed["mismatch"]

@@ -887,11 +887,13 @@ def test_written_config_keeps_the_users_fields(tmp_path: pathlib.Path) -> None:
     assert batching.priority_queue_policy[1].max_queue_size == 5
     assert batching.priority_queue_policy[1].timeout_action == pb.ModelQueuePolicy.DELAY
     assert written.response_cache.enable is True
-    assert (
-        written.model_warmup[0].count == 2
-        and written.model_warmup[0].inputs["INPUT0"].input_data_file == "ones"
-    )
-    assert (out / "warmup" / "ones").read_bytes() == np.ones(4, np.float32).tobytes()
+    # model_warmup is not given to Triton: the samples run in this process before the load (a
+    # failing warm-up inside Triton can crash tritonserver 2.51), so neither it nor warmup/ is written
+    assert len(written.model_warmup) == 0 and not (out / "warmup").exists()
+    (sample,) = model.warmups
+    assert (sample.name, sample.batch_size, sample.count) == ("w", 1, 2)
+    assert sample.inputs["INPUT0"].input_data_file == "ones" and tuple(sample.inputs["INPUT0"].shape) == (4,)
+    assert sample.inputs["INPUT1"].zero_data and tuple(sample.inputs["INPUT1"].shape) == (2, 2)  # reshaped
     assert written.input[1].optional is True and list(written.input[1].reshape.shape) == [2, 2]
     assert written.parameters["DISABLE_OPTIMIZED_EXECUTION"].string_value == "true"
     # the proxy's internals stay out of the config (anyone may read it): in a 0600 file beside it
@@ -1027,3 +1029,149 @@ def test_unknown_parameter_keys_are_reported(
         and "parameter 'DISABLE_OPTIMISED_EXECUTION' is not used by this model's loader" in warning[0]
     )
     assert "DISABLE_OPTIMISED_EXECUTION" in caplog.text
+
+
+# -- model_warmup: samples and their data files ----------------------------------------------------
+
+
+def _warmup_config(entries: str, inputs: str = "") -> Any:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    text = inputs or f"input [ {tensors('x', 'TYPE_FP32', [-1, 4])} ]"
+    return text_format.Parse(
+        f'name: "m"\nmax_batch_size: 2\n{text}\nmodel_warmup [ {entries} ]', pb.ModelConfig()
+    )
+
+
+def test_warmup_samples_keep_triton_semantics() -> None:
+    from pytriton_torch._repository._samples import warmup_samples
+
+    inputs = (
+        f"input [ {tensors('x', 'TYPE_FP32', [-1, 4], reshape='{ shape: [ -1, 2, 2 ] }')}, "
+        f"{tensors('s', 'TYPE_STRING', [1])} ]"
+    )
+    config = _warmup_config(
+        '{ name: "a" batch_size: 2 count: 3 inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 3, 4 ] '
+        'random_data: true } } inputs { key: "s" value: { data_type: TYPE_STRING dims: [ 1 ] '
+        'input_data_file: "s.bin" } } }',
+        inputs,
+    )
+    (sample,) = warmup_samples(config)
+    assert (sample.name, sample.batch_size, sample.count) == ("a", 2, 3)
+    x, s = sample.inputs["x"], sample.inputs["s"]
+    assert tuple(x.shape) == (3, 2, 2) and x.random_data and not x.zero_data and x.input_data_file is None
+    assert x.dtype is np.float32 and s.dtype is np.object_ and s.input_data_file == "s.bin"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ('inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 1, 4 ] } }', "sets no input data"),
+        ('inputs { key: "x" value: { dims: [ 1, 4 ] zero_data: true } }', "has no data_type"),
+    ],
+)
+def test_malformed_warmup_entries_are_refused(entry: str, message: str) -> None:
+    from pytriton_torch._repository._samples import warmup_samples
+
+    with pytest.raises(PyTritonTorchModelError, match=f"model 'm': warm-up sample 'w' input 'x' {message}"):
+        warmup_samples(_warmup_config(f'{{ name: "w" batch_size: 1 {entry} }}'))
+
+
+def test_warmup_dims_must_fit_the_reshape() -> None:
+    from pytriton_torch._repository._samples import warmup_samples
+
+    inputs = f"input [ {tensors('x', 'TYPE_FP32', [4], reshape='{ shape: [ 2, 2 ] }')} ]"
+    config = _warmup_config(
+        '{ name: "w" batch_size: 1 inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 5 ] zero_data: true } } }',
+        inputs,
+    )
+    with pytest.raises(PyTritonTorchModelError, match=r"dims \[5\].*input's dims \[4\] and reshape \[2, 2\]"):
+        warmup_samples(config)
+
+
+def test_warmup_files_are_read_from_the_model_folder_only(tmp_path: pathlib.Path) -> None:
+    from pytriton_torch._repository._samples import warmup_file_reader
+
+    folder = tmp_path / "m"
+    (folder / "warmup" / "sub").mkdir(parents=True)
+    (folder / "warmup" / "data.bin").write_bytes(b"\x01\x02")
+    (folder / "warmup" / "sub" / "deep.bin").write_bytes(b"deep")
+    (folder / "1").mkdir()
+    (folder / "1" / "inside.bin").write_bytes(b"inside")
+    (folder / "warmup" / "inside").symlink_to(folder / "1" / "inside.bin")
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(b"secret")
+    (folder / "warmup" / "out").symlink_to(outside)
+    read = warmup_file_reader(folder, "m")
+    assert read("data.bin") == b"\x01\x02" and read("sub/deep.bin") == b"deep"
+    assert read("inside") == b"inside"  # a symlink that stays inside the model folder is fine
+    for name in ("../../secret.bin", "sub/../../../secret.bin", str(outside), ""):
+        with pytest.raises(PyTritonTorchModelError, match=r"inside the model's warmup/ folder.*refused"):
+            read(name)
+    with pytest.raises(
+        PyTritonTorchModelError, match=r"resolves to .*secret.bin, outside the model folder .*; refused"
+    ):
+        read("out")
+    with pytest.raises(PyTritonTorchModelError, match=r"no file .*warmup/missing.bin"):
+        read("missing.bin")
+    with pytest.raises(PyTritonTorchModelError, match="no file"):
+        read("sub")  # a folder is not a data file
+
+
+def test_a_warmup_folder_symlinked_out_of_the_model_is_refused(tmp_path: pathlib.Path) -> None:
+    from pytriton_torch._repository._samples import warmup_file_reader
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.bin").write_bytes(b"data")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "warmup").symlink_to(elsewhere)
+    with pytest.raises(PyTritonTorchModelError, match="outside the model folder"):
+        warmup_file_reader(folder, "m")("data.bin")
+
+
+def test_repository_model_warms_up_every_version_and_instance(tmp_path: pathlib.Path) -> None:
+    from pytriton_torch._channel._worker import EventLoopThread
+    from pytriton_torch._repository._bound import RepositoryModel
+
+    extra = """
+    version_policy: { all: { } }
+    instance_group [ { count: 2 kind: KIND_CPU } ]
+    model_warmup [ { name: "w" batch_size: 2
+      inputs { key: "INPUT0" value: { data_type: TYPE_FP32 dims: [ 4 ] input_data_file: "a.bin" } }
+      inputs { key: "INPUT1" value: { data_type: TYPE_FP32 dims: [ 4 ] zero_data: true } } } ]
+    """
+    folder = write_model(tmp_path, "m", addsub_config(extra=extra), {"model.pt": AddSub()}, versions=(1, 2))
+    (folder / "warmup").mkdir()
+    (folder / "warmup" / "a.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    prepared = prepare_model(folder)
+    model = RepositoryModel(
+        prepared.parsed.config, prepared.inputs, prepared.outputs, prepared.runners, source=folder
+    )
+    calls: list[tuple[int, int, list[list[float]]]] = []
+    for runner in model.infer_fns:
+        inner = runner.fn
+
+        def spy(*args: Any, _runner: Any = runner, _inner: Any = inner, **kwargs: Any) -> Any:
+            first = [*args, *kwargs.values()][0]  # INPUT0, however the module is called
+            calls.append((_runner.version, _runner.instance, first.tolist()))
+            return _inner(*args, **kwargs)
+
+        runner.fn = spy
+    loop = EventLoopThread()
+    try:
+        model.warm_up(loop)
+        assert sorted((version, instance) for version, instance, _ in calls) == [
+            (1, 0),
+            (1, 1),
+            (2, 0),
+            (2, 1),
+        ]
+        assert all(seen == [[0.0, 1.0, 2.0, 3.0]] * 2 for _, _, seen in calls)  # batch_size rows of the file
+        (folder / "warmup" / "a.bin").write_bytes(b"short")
+        with pytest.raises(PyTritonTorchError, match=r"warm-up sample 'w' input 'INPUT0'.*at least 16 bytes"):
+            model.warm_up(loop)
+    finally:
+        loop.stop()

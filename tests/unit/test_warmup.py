@@ -11,7 +11,7 @@ import pytest
 from pytriton_torch._channel._worker import EventLoopThread
 from pytriton_torch._context import ModelInfo
 from pytriton_torch._types import Request
-from pytriton_torch._warmup import run_warmups
+from pytriton_torch._warmup import decode_file, run_warmups
 from pytriton_torch.exceptions import PyTritonTorchModelError, PyTritonTorchValidationError
 from pytriton_torch.model_config import ModelWarmup, Tensor, WarmupInput
 
@@ -156,3 +156,89 @@ def test_async_and_streaming_functions(loop: EventLoopThread) -> None:
 def test_bad_samples_are_refused(loop: EventLoopThread, sample: ModelWarmup, message: str) -> None:
     with pytest.raises(PyTritonTorchValidationError, match=message):
         run_warmups(_info(), [lambda requests: []], [sample], loop, strict=False)
+
+
+# -- input_data_file (repository models read it from their folder's warmup/) ---------------------
+
+
+def test_input_data_file_values_are_fed_and_each_file_is_read_once(loop: EventLoopThread) -> None:
+    seen: list[Request] = []
+    reads: list[str] = []
+    files = {
+        "x.bin": np.arange(5, dtype=np.int32).tobytes() + b"longer files are fine",
+        "s.bin": b"\x02\x00\x00\x00hi",
+    }
+
+    def read(name: str) -> bytes:
+        reads.append(name)
+        return files[name]
+
+    def fn(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        seen.extend(requests)
+        return [{"y": r["x"]} for r in requests]
+
+    sample = ModelWarmup(
+        name="w",
+        batch_size=2,
+        count=2,
+        inputs={
+            "x": WarmupInput(dtype=np.int32, shape=(5,), input_data_file="x.bin"),
+            "s": WarmupInput(dtype=bytes, shape=(1,), input_data_file="s.bin"),
+        },
+    )
+    run_warmups(_info(), [fn, fn], [sample], loop, strict=True, read_file=read)
+    assert len(seen) == 8 and sorted(reads) == ["s.bin", "x.bin"]
+    for request in seen:
+        assert request["x"].tolist() == [[0, 1, 2, 3, 4]] and request["x"].flags.writeable
+        assert request["s"].tolist() == [[b"hi"]]
+
+
+def test_a_file_that_cannot_be_read_names_the_sample_and_input(loop: EventLoopThread) -> None:
+    def read(name: str) -> bytes:
+        raise PyTritonTorchModelError(f"no file /models/m/warmup/{name}")
+
+    with pytest.raises(
+        PyTritonTorchModelError,
+        match=r"model 'm': warm-up sample 'w' input 'x': input_data_file 'raw': no file /models/m/warmup/raw",
+    ):
+        run_warmups(
+            _info(), [lambda r: []], [_sample(input_data_file="raw")], loop, strict=False, read_file=read
+        )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "data", "expected"),
+    [
+        (np.float32, (1, 2), np.array([1.5, -2], np.float32).tobytes(), [[1.5, -2.0]]),
+        (np.int64, (2,), np.array([7, 8, 9], np.int64).tobytes(), [7, 8]),  # the leading bytes
+        (np.bool_, (3,), b"\x01\x00\x01", [True, False, True]),
+        (np.object_, (2,), b"\x03\x00\x00\x00abc\x00\x00\x00\x00", [b"abc", b""]),
+        (np.object_, (1, 1), b"\x01\x00\x00\x00\xff", [[b"\xff"]]),
+    ],
+)
+def test_decode_file_reads_triton_layouts(
+    dtype: Any, shape: tuple[int, ...], data: bytes, expected: list[Any]
+) -> None:
+    array = decode_file(data, np.dtype(dtype), shape, "here")
+    assert array.shape == shape and array.dtype == np.dtype(dtype) and array.tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "data", "message"),
+    [
+        (
+            np.float32,
+            (4,),
+            b"\x00" * 15,
+            r"here: expected at least 16 bytes \(4 FP32 element\(s\)\), the file has 15",
+        ),
+        (np.object_, (2,), b"\x01\x00\x00\x00a", r"expected 2 BYTES element\(s\).*ends after 1"),
+        (np.object_, (1,), b"\x09\x00\x00\x00abc", "element 0 declares 9 bytes but only 3 remain"),
+        (np.object_, (1,), b"\x01\x00", r"ends after 0"),
+    ],
+)
+def test_decode_file_refuses_short_or_malformed_data(
+    dtype: Any, shape: tuple[int, ...], data: bytes, message: str
+) -> None:
+    with pytest.raises(PyTritonTorchValidationError, match=message):
+        decode_file(data, np.dtype(dtype), shape, "here")
