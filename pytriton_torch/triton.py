@@ -54,6 +54,7 @@ from ._server._config import TritonConfig
 from ._server._dist import TritonDist, find_dist
 from ._server._preload import Secrets, preload_library
 from ._server._process import TritonProcess, check_ports_free
+from ._server._support import check_startable, server_flags
 from ._server._workspace import Workspace, check_root_length, remove_stale_workspaces
 from ._stream_shutdown import StreamSettler, grace_period, open_streams
 from .exceptions import (
@@ -223,8 +224,9 @@ class Triton:
                 return
             remove_stale_segments()
             remove_stale_workspaces()
-            check_ports_free(self._config.ports())
             dist = find_dist()
+            check_startable(self._config, server_flags(dist, TritonProcess.environment(dist)))
+            check_ports_free(self._config.ports())
             self._workspace = Workspace(self._workspace_path)
             try:
                 library = str(preload_library(self._workspace.root))
@@ -253,6 +255,7 @@ class Triton:
                 self._process.start()
                 self._process.wait_live(self._admin_url, self._config.startup_timeout_s or 120.0)
                 self._check_admin_token()
+                self._warn_if_verbose()
                 for model in list(self._models.values()):
                     self._load_at_start(model)
             except BaseException:
@@ -278,6 +281,18 @@ class Triton:
                 f"tritonserver refused the admin token ({exc.code}): the preload library that puts the token "
                 f"in place was not active (LD_PRELOAD). Last log lines:\n{self._process.logs(last=40)}"
             ) from None
+
+    def _warn_if_verbose(self) -> None:
+        """Say once that the server logs verbosely (the level it reports, else the configured one)."""
+        level = self._config.log_verbose or 0
+        with contextlib.suppress(urllib.error.URLError, OSError, ValueError, TypeError, KeyError):
+            level = int(json.loads(self._admin_post("/v2/logging", timeout_s=10))["log_verbose_level"])
+        if level > 0:
+            LOGGER.warning(
+                "tritonserver logs verbosely (log_verbose_level=%d): every request is logged, which "
+                "can slow inference down; leave TritonConfig.log_verbose unset or 0 in production",
+                level,
+            )
 
     def _server_args(self, dist: TritonDist, secrets: Secrets) -> list[str]:
         """The command line; every token on it is a placeholder (``secrets`` holds the values)."""
