@@ -20,7 +20,7 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from .exceptions import PyTritonTorchValidationError
+from ..exceptions import PyTritonTorchValidationError
 
 
 class DeviceKind(enum.Enum):
@@ -77,7 +77,7 @@ class Tensor:
                 f"Tensor {self.name!r}: shape dimensions must be positive or -1, got {shape}"
             )
         object.__setattr__(self, "shape", shape)
-        from ._dtypes import normalize_spec_dtype
+        from .._dtypes import normalize_spec_dtype
 
         object.__setattr__(self, "dtype", normalize_spec_dtype(self.dtype, what=f"tensor {self.name!r}"))
 
