@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
 
-from pytriton_torch import Tensor, Triton, batch
+from pytriton_torch import ModelConfig, Tensor, Triton, batch
 from pytriton_torch.exceptions import PyTritonTorchValidationError
+from pytriton_torch.model_config.common import ModelWarmup, WarmupInput
 from tests.conftest import free_port
 from tests.integration.conftest import make_config
 
@@ -68,3 +70,30 @@ def test_verbose_logging_warning_once_at_start(level: int, caplog: pytest.LogCap
     if level:
         assert "log_verbose_level=1" in warnings[0].getMessage()
         assert "slow inference" in warnings[0].getMessage()
+
+
+def test_warmup_from_npy_file_feeds_its_values_before_the_model_serves(
+    triton: Triton, tmp_path: pathlib.Path
+) -> None:
+    rows = np.array([[1.5], [2.5]], dtype=np.float64)  # cast to FP32, as PyTriton does
+    np.save(tmp_path / "x.npy", rows)
+    seen: list[list[float]] = []
+
+    @batch
+    def record(x: np.ndarray) -> dict[str, np.ndarray]:
+        seen.append(x.ravel().tolist())
+        return {"y": x * 2}
+
+    sample = ModelWarmup(
+        name="file",
+        batch_size=3,
+        count=1,
+        inputs={"x": WarmupInput(dtype=F32, shape=(1,), input_data_file=str(tmp_path / "x.npy"))},
+    )
+    triton.bind("npy_warm", record, inputs=X, outputs=Y, config=ModelConfig(model_warmup=[sample]))
+    assert seen == [[1.5, 2.5, 1.5]]
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    data = httpclient.InferInput("x", [1, 1], "FP32")
+    data.set_data_from_numpy(np.array([[4.0]], dtype=F32))
+    assert client.infer("npy_warm", [data]).as_numpy("y").tolist() == [[8.0]]
+    assert seen[-1] == [4.0]
