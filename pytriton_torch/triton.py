@@ -571,7 +571,9 @@ class Triton:
             config: Batching and scheduling options (default ``ModelConfig()``).
             strict: Check every output's dtype and shape against ``outputs``; otherwise only names and
                 batch size are checked and dtypes are converted when numpy can do it safely.
-            trace_config: Accepted for PyTriton compatibility; tracing is configured on TritonConfig.
+            trace_config: Must stay ``None``: PyTriton's per-model OpenTelemetry spans around the
+                infer call are not implemented, so a value is refused rather than ignored. Triton's
+                own tracing is configured for the server with ``TritonConfig.trace_config``.
             tensors: ``"numpy"`` (default, as PyTriton) or ``"torch"``: inputs arrive as torch tensors
                 on ``device`` (zero-copy views of the request buffers on CPU; non-blocking copies from
                 page-locked memory on CUDA) and outputs may be torch tensors on any device. Works with
@@ -591,6 +593,12 @@ class Triton:
         The call returns once the model is loaded and every instance is connected: requests sent
         afterwards never see 'unknown model'.
         """
+        if trace_config is not None:
+            raise PyTritonTorchValidationError(
+                f"model {model_name!r}: bind(trace_config={trace_config!r}) is not supported: pytriton_torch "
+                "makes no OpenTelemetry spans around infer calls; configure Triton's tracing for the server "
+                "with TritonConfig(trace_config=[...]) and leave bind's trace_config unset"
+            )
         fns: list[Callable[..., Any]] = (
             list(infer_func) if isinstance(infer_func, list | tuple) else [infer_func]  # type: ignore[list-item]
         )

@@ -97,3 +97,9 @@ def test_warmup_from_npy_file_feeds_its_values_before_the_model_serves(
     data.set_data_from_numpy(np.array([[4.0]], dtype=F32))
     assert client.infer("npy_warm", [data]).as_numpy("y").tolist() == [[8.0]]
     assert seen[-1] == [4.0]
+
+
+def test_bind_trace_config_is_refused_not_ignored(triton: Triton) -> None:
+    with pytest.raises(PyTritonTorchValidationError, match=r"'traced'.*TritonConfig\(trace_config"):
+        triton.bind("traced", _double, inputs=X, outputs=Y, trace_config=["mode=opentelemetry"])
+    triton.bind("traced", _double, inputs=X, outputs=Y, trace_config=None)  # nothing was left bound
