@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import pathlib
+import subprocess
+import sys
 import urllib.request
 from typing import Any
 
@@ -13,7 +16,7 @@ import pytest
 import tritonclient.http as httpclient
 
 from pytriton_torch import ModelConfig, Tensor, Triton, batch
-from pytriton_torch.exceptions import PyTritonTorchValidationError
+from pytriton_torch.exceptions import PyTritonTorchInvalidOperationError, PyTritonTorchValidationError
 from pytriton_torch.model_config.common import ModelWarmup, WarmupInput
 from tests.conftest import free_port
 from tests.integration.conftest import make_config
@@ -103,3 +106,31 @@ def test_bind_trace_config_is_refused_not_ignored(triton: Triton) -> None:
     with pytest.raises(PyTritonTorchValidationError, match=r"'traced'.*TritonConfig\(trace_config"):
         triton.bind("traced", _double, inputs=X, outputs=Y, trace_config=["mode=opentelemetry"])
     triton.bind("traced", _double, inputs=X, outputs=Y, trace_config=None)  # nothing was left bound
+
+
+CLIENT_SCRIPT = """
+import sys
+import numpy as np
+from pytriton_torch.client import FuturesModelClient, ModelClient
+
+with ModelClient(sys.argv[1], "double", init_timeout_s=60) as client:
+    print(client.infer_batch(x=np.array([[1.0], [2.0]], dtype=np.float32))["y"].ravel().tolist())
+with FuturesModelClient(sys.argv[1], "double") as client:
+    print(client.infer_sample(x=np.array([3.0], dtype=np.float32)).result()["y"].tolist())
+"""
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_pytriton_client_script_renamed_to_pytriton_torch(
+    triton: Triton, tmp_path: pathlib.Path, protocol: str
+) -> None:
+    with contextlib.suppress(PyTritonTorchInvalidOperationError):  # bound by the other protocol's run
+        triton.bind("double", _double, inputs=X, outputs=Y)
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT_SCRIPT)
+    url = triton.http_url if protocol == "http" else triton.grpc_url
+    done = subprocess.run(
+        [sys.executable, str(script), url], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[2.0, 4.0]", "[6.0]"]
