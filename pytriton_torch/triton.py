@@ -579,8 +579,8 @@ class Triton:
                 page-locked memory on CUDA) and outputs may be torch tensors on any device. Works with
                 every decorator (``@batch`` concatenates with ``torch.cat``). BF16 tensors arrive as
                 ``torch.bfloat16`` (as ``ml_dtypes.bfloat16`` arrays with ``"numpy"``).
-            device: With ``tensors="torch"``: ``"cpu"`` (default), ``"cuda:N"``, ``"auto"``, or a list with
-                one device per callable. Each instance runs on its own CUDA stream.
+            device: With ``tensors="torch"``: ``"cpu"`` (default), ``"cuda:N"``, ``"auto"``, a
+                :class:`~pytriton_torch.model_config.DeviceKind`, or a list with one device per callable. Each instance runs on its own CUDA stream.
 
         Example::
 
@@ -668,8 +668,8 @@ class Triton:
             method: Method to serve (``forward`` by default).
             inputs: Explicit input specs (override the derived ones).
             outputs: Explicit output specs; given under other names they rename outputs in order.
-            device: ``"auto"`` (cuda if available, else cpu), a device, or a list of devices that
-                instances are spread over.
+            device: ``"auto"`` (cuda if available, else cpu), a device or DeviceKind, or a list of
+                devices that instances are spread over.
             instances: Model instances; those on one device share one copy of the weights.
             config: Batching options (default ``ModelConfig(max_batch_size=64)``).
             dynamic_axes: Input name -> axes (of the example, batch axis = 0) that vary; also marks

@@ -24,7 +24,17 @@ from ..exceptions import PyTritonTorchValidationError
 
 
 class DeviceKind(enum.Enum):
-    """Where Triton places a model's instances (``instance_group.kind``)."""
+    """Where a model's instances run: a ``device`` of ``bind(tensors="torch")`` and ``bind_module``.
+
+    ``KIND_GPU`` is ``"cuda"`` (the current CUDA device), ``KIND_CPU`` is ``"cpu"`` and
+    ``KIND_AUTO`` is ``"auto"`` (CUDA when available). In PyTriton it is the kind of the generated
+    config's instance group, which is always ``KIND_CPU`` there as here: Triton's instances only
+    forward requests to this process, where the infer callables run on their own device.
+
+    Example::
+
+        triton.bind("net", infer, inputs=[...], outputs=[...], tensors="torch", device=DeviceKind.KIND_GPU)
+    """
 
     KIND_AUTO = "KIND_AUTO"
     KIND_CPU = "KIND_CPU"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from pytriton_torch import ModelConfig, Tensor, Triton, batch
+from pytriton_torch import DeviceKind, ModelConfig, Tensor, Triton, batch
 from pytriton_torch.exceptions import PyTritonTorchInvalidOperationError, PyTritonTorchValidationError
 from pytriton_torch.model_config.common import ModelWarmup, WarmupInput
 from tests.conftest import free_port
@@ -134,3 +134,23 @@ def test_pytriton_client_script_renamed_to_pytriton_torch(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[2.0, 4.0]", "[6.0]"]
+
+
+def test_device_kind_places_torch_tensors(triton: Triton) -> None:
+    torch = pytest.importorskip("torch")
+    seen: list[str] = []
+
+    @batch
+    def on_device(x: Any) -> dict[str, Any]:
+        seen.append(str(x.device))
+        return {"y": x * 2}
+
+    triton.bind("kind_cpu", on_device, inputs=X, outputs=Y, tensors="torch", device=DeviceKind.KIND_CPU)
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    data = httpclient.InferInput("x", [1, 1], "FP32")
+    data.set_data_from_numpy(np.array([[1.0]], dtype=F32))
+    assert client.infer("kind_cpu", [data]).as_numpy("y").tolist() == [[2.0]]
+    assert seen == ["cpu"]
+    module = torch.nn.Linear(1, 1)
+    triton.bind_module("kind_module", module, example_inputs=torch.zeros(1, 1), device=DeviceKind.KIND_CPU)
+    assert client.is_model_ready("kind_module")
