@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from pytriton_torch import DeviceKind, ModelConfig, Tensor, Triton, batch
+from pytriton_torch import DeviceKind, DynamicBatcher, ModelConfig, Tensor, Triton, batch, pad_batch
 from pytriton_torch.exceptions import PyTritonTorchInvalidOperationError, PyTritonTorchValidationError
 from pytriton_torch.model_config.common import ModelWarmup, WarmupInput
 from tests.conftest import free_port
@@ -154,3 +154,22 @@ def test_device_kind_places_torch_tensors(triton: Triton) -> None:
     module = torch.nn.Linear(1, 1)
     triton.bind_module("kind_module", module, example_inputs=torch.zeros(1, 1), device=DeviceKind.KIND_CPU)
     assert client.is_model_ready("kind_module")
+
+
+def test_pad_batch_pads_up_to_the_next_preferred_batch_size(triton: Triton) -> None:
+    seen: list[int] = []
+
+    @batch
+    @pad_batch
+    def padded(x: np.ndarray) -> dict[str, np.ndarray]:
+        seen.append(len(x))
+        return {"y": x * 2}
+
+    config = ModelConfig(max_batch_size=16, batcher=DynamicBatcher(preferred_batch_size=[8, 4]))
+    triton.bind("padded", padded, inputs=X, outputs=Y, config=config)
+    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))
+    for rows in (1, 5, 9):
+        data = httpclient.InferInput("x", [rows, 1], "FP32")
+        data.set_data_from_numpy(np.arange(rows, dtype=F32).reshape(rows, 1))
+        assert client.infer("padded", [data]).as_numpy("y").ravel().tolist() == [2.0 * i for i in range(rows)]
+    assert seen == [4, 8, 16]
