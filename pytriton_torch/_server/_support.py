@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import subprocess
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from ._config import TritonConfig
 from ._dist import TritonDist
 
 LOGGER = logging.getLogger("pytriton_torch.server")
+SAGEMAKER_OPT_IN = "PYTRITON_TORCH_ALLOW_SAGEMAKER"
+"""Set to ``1`` to serve the SageMaker endpoint despite its unauthenticated model-loading API."""
 _OPTION = re.compile(r"^\s+(--[a-z0-9][a-z0-9-]*)", re.MULTILINE)
 
 
@@ -45,8 +48,14 @@ def server_flags(dist: TritonDist, env: Mapping[str, str]) -> frozenset[str]:
     return _flags_of(str(dist.server_binary), env.get("LD_LIBRARY_PATH", ""))
 
 
-def check_startable(config: TritonConfig, flags: frozenset[str]) -> None:
-    """Raise PyTritonTorchValidationError for a config this server (or this library) cannot start."""
+def check_startable(
+    config: TritonConfig, flags: frozenset[str], environ: Mapping[str, str] | None = None
+) -> None:
+    """Raise PyTritonTorchValidationError for a config this server (or this library) cannot start.
+
+    ``environ`` (the process environment by default) holds the opt-in of the SageMaker endpoint.
+    """
+    environ = os.environ if environ is None else environ
     if flags:  # an empty answer means --help printed nothing we understand: let tritonserver judge
         config.check_supported(flags)
     if config.allow_vertex_ai:
@@ -59,8 +68,18 @@ def check_startable(config: TritonConfig, flags: frozenset[str]) -> None:
             "leave allow_vertex_ai unset"
         )
     if config.allow_sagemaker:
-        LOGGER.warning(
-            "the SageMaker endpoint (port %d) listens on every interface: tritonserver has no address "
-            "setting for it",
-            config.ports()["sagemaker"][1],
+        # tritonserver 2.51's SageMaker service listens on every interface and serves SageMaker's
+        # multi-model API (POST /models loads a model from any folder on the machine, Python
+        # backend code included) with no restriction: our admin token does not cover it.
+        port = config.ports()["sagemaker"][1]
+        risk = (
+            f"tritonserver's SageMaker endpoint (port {port}) listens on every interface and lets any "
+            "client that reaches it load a model from any folder on this machine (POST /models), which "
+            "runs that folder's code, without the admin token"
         )
+        if environ.get(SAGEMAKER_OPT_IN) != "1":
+            raise PyTritonTorchValidationError(
+                f"TritonConfig.allow_sagemaker=True refused: {risk}. Serve it only where the port is "
+                f"reachable by SageMaker alone, and confirm with the environment variable {SAGEMAKER_OPT_IN}=1"
+            )
+        LOGGER.warning("%s (%s=1 is set)", risk, SAGEMAKER_OPT_IN)

@@ -35,8 +35,20 @@ def _workspaces() -> set[pathlib.Path]:
     return set(pathlib.Path("/tmp").glob("pytriton_torch-*"))
 
 
-def test_sagemaker_endpoint_serves_bound_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sagemaker_endpoint_is_refused_without_the_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYTRITON_TORCH_ALLOW_SAGEMAKER", raising=False)
+    before = _workspaces()
+    triton = Triton(config=make_config(allow_sagemaker=True, sagemaker_port=free_port()))
+    with pytest.raises(PyTritonTorchValidationError, match="PYTRITON_TORCH_ALLOW_SAGEMAKER=1"):
+        triton.run()
+    assert _workspaces() - before == set()
+
+
+def test_sagemaker_endpoint_serves_bound_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+) -> None:
     monkeypatch.setenv("SAGEMAKER_TRITON_DEFAULT_MODEL_NAME", "double")
+    monkeypatch.setenv("PYTRITON_TORCH_ALLOW_SAGEMAKER", "1")
     port = free_port()
     with Triton(config=make_config(allow_sagemaker=True, sagemaker_port=port)) as triton:
         triton.bind("double", _double, inputs=X, outputs=Y)
@@ -51,6 +63,24 @@ def test_sagemaker_endpoint_serves_bound_model(monkeypatch: pytest.MonkeyPatch) 
         with urllib.request.urlopen(request, timeout=30) as response:
             answer: dict[str, Any] = json.loads(response.read())
         assert answer["outputs"][0]["data"] == [3.0]
+        # Why it needs the opt-in: its multi-model API loads a folder's model without any token.
+        (tmp_path / "other" / "1").mkdir(parents=True)
+        (tmp_path / "other" / "config.pbtxt").write_text(
+            'backend: "python"\ninput [{name: "a" data_type: TYPE_FP32 dims: [1]}]\n'
+            'output [{name: "b" data_type: TYPE_FP32 dims: [1]}]\n'
+        )
+        (tmp_path / "other" / "1" / "model.py").write_text(
+            "class TritonPythonModel:\n    def execute(self, requests):\n        return []\n"
+        )
+        load = urllib.request.Request(
+            f"http://127.0.0.1:{port}/models",
+            data=json.dumps({"model_name": "other", "url": str(tmp_path)}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(load, timeout=60) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=10) as response:
+            assert [m["modelName"] for m in json.loads(response.read())["models"]] == ["other"]
 
 
 def test_vertex_ai_is_refused_before_anything_starts() -> None:

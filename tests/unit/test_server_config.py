@@ -316,3 +316,13 @@ def test_check_startable_refuses_vertex_ai_with_reason() -> None:
     with pytest.raises(PyTritonTorchValidationError, match=r"allow_vertex_ai.*default model loaded"):
         check_startable(TritonConfig(allow_vertex_ai=True), frozenset())
     check_startable(TritonConfig(allow_vertex_ai=False, vertex_ai_port=1), frozenset())
+
+
+def test_check_startable_wants_an_opt_in_for_sagemaker() -> None:
+    config = TritonConfig(allow_sagemaker=True, sagemaker_port=8099)
+    with pytest.raises(PyTritonTorchValidationError, match=r"allow_sagemaker.*port 8099.*any folder"):
+        check_startable(config, frozenset(), {})
+    with pytest.raises(PyTritonTorchValidationError, match="PYTRITON_TORCH_ALLOW_SAGEMAKER=1"):
+        check_startable(config, frozenset(), {"PYTRITON_TORCH_ALLOW_SAGEMAKER": "yes"})
+    check_startable(config, frozenset(), {"PYTRITON_TORCH_ALLOW_SAGEMAKER": "1"})
+    check_startable(TritonConfig(allow_sagemaker=False), frozenset(), {})
