@@ -43,10 +43,12 @@ class TritonConfig:
             ``metrics_interval_ms``, ``metrics_port``, ``metrics_address`` and ``metrics_config``.
         allow_sagemaker: Open tritonserver's SageMaker endpoint, with ``sagemaker_port``,
             ``sagemaker_safe_port_range`` (``"<low>-<high>"``: the ports other endpoints may use)
-            and ``sagemaker_thread_count``.
+            and ``sagemaker_thread_count``. It listens on every interface and its multi-model API
+            loads models without a token, so starting it needs ``PYTRITON_TORCH_ALLOW_SAGEMAKER=1``.
         allow_vertex_ai: Open tritonserver's Vertex AI endpoint, with ``vertex_ai_port``,
             ``vertex_ai_thread_count`` and ``vertex_ai_default_model`` (the model that requests
-            naming none go to).
+            naming none go to). Refused at start: tritonserver needs the default model loaded
+            when it starts, and bound models load after.
         trace_config: ``--trace-config`` entries.
         cache_config: ``--cache-config`` entries, e.g. ``["local,size=1048576"]``.
         response_cache_byte_size: Shortcut for a local response cache of that many bytes.
