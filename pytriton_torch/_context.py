@@ -21,6 +21,8 @@ class ModelInfo:
         batching: Whether tensors carry a batch axis.
         max_batch_size: Largest batch Triton sends.
         decoupled: Whether the model streams (generator infer function).
+        preferred_batch_sizes: The dynamic batcher's preferred batch sizes (sorted; empty when
+            none are set or the model does not batch); ``@pad_batch`` pads up to them.
     """
 
     model_name: str
@@ -29,6 +31,7 @@ class ModelInfo:
     batching: bool
     max_batch_size: int
     decoupled: bool = False
+    preferred_batch_sizes: tuple[int, ...] = ()
 
 
 def _key(fn: Callable[..., Any]) -> Any:

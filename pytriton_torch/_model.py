@@ -86,6 +86,11 @@ class BoundModel:
             batching=config.batching,
             max_batch_size=config.max_batch_size if config.batching else 0,
             decoupled=config.decoupled,
+            preferred_batch_sizes=(
+                tuple(sorted({int(size) for size in config.batcher.preferred_batch_size or ()}))
+                if config.batching
+                else ()
+            ),
         )
         for fn in self.infer_fns:
             inject_context(fn, self.info)

@@ -8,7 +8,10 @@ same calls and output checks as a served batch, on every instance's callable; a 
 ``bind`` (or the repository model's load) with the sample's name and error before Triton hears
 of the model. Repository models read ``input_data_file`` samples through a reader that their
 folder gives (:data:`ReadFile`); the bytes are decoded here as Triton does (raw row-major
-elements; BYTES as 4-byte little-endian length + bytes per element).
+elements; BYTES as 4-byte little-endian length + bytes per element). Bound models have no model
+folder: their ``input_data_file`` is a ``.npy`` file (a path, relative to the working folder), as
+in PyTriton; it holds one sample (the input's shape) or rows of samples (``(n, *shape)``), and
+request ``i`` of the sample gets row ``i % n``.
 
 Example::
 
@@ -36,6 +39,9 @@ ReadFile = Callable[[str], bytes]
 """Gives the bytes of a sample's ``input_data_file``; raises PyTritonTorchError saying why it cannot
 (the message need not name the model, sample or input: they are put before it)."""
 
+LoadNpy = Callable[[str], np.ndarray]
+"""Gives the array of a bound model's ``.npy`` ``input_data_file``; raises as :data:`ReadFile`."""
+
 
 def run_warmups(
     info: ModelInfo,
@@ -48,14 +54,15 @@ def run_warmups(
 ) -> None:
     """Run each sample ``count`` times on every instance's callable; raise on the first failure.
 
-    ``read_file`` reads ``input_data_file`` samples (each file once); without it they are refused.
+    ``read_file`` reads ``input_data_file`` samples (each file once); without it they name
+    ``.npy`` files (each loaded once).
     """
     rng = np.random.default_rng()
-    files = functools.cache(read_file) if read_file is not None else None
+    files: ReadFile | LoadNpy = functools.cache(read_file) if read_file is not None else functools.cache(_load_npy)
     for warmup in warmups:
         for _ in range(max(1, warmup.count)):
             for fn in infer_fns:
-                requests = _requests(info, warmup, rng, files)
+                requests = _requests(info, warmup, rng, files, npy=read_file is None)
                 try:
                     _call(info, fn, requests, loop, strict=strict)
                 except Exception as exc:
@@ -66,7 +73,7 @@ def run_warmups(
 
 
 def _requests(
-    info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator, files: ReadFile | None
+    info: ModelInfo, warmup: ModelWarmup, rng: np.random.Generator, files: ReadFile | LoadNpy, *, npy: bool
 ) -> list[Request]:
     """``batch_size`` requests (as Triton makes them: one sample each, batch dim 1 when batching)."""
     where = f"model {info.model_name!r}: warm-up sample {warmup.name!r}"
@@ -104,8 +111,13 @@ def _requests(
         )
     count = max(1, warmup.batch_size)
     return [
-        Request({name: _array(info, warmup, name, spec, rng, files) for name, spec in warmup.inputs.items()})
-        for _ in range(count)
+        Request(
+            {
+                name: _array(info, warmup, name, spec, rng, files, index=index, npy=npy)
+                for name, spec in warmup.inputs.items()
+            }
+        )
+        for index in range(count)
     ]
 
 
@@ -115,24 +127,26 @@ def _array(
     name: str,
     spec: WarmupInput,
     rng: np.random.Generator,
-    files: ReadFile | None,
+    files: ReadFile | LoadNpy,
+    *,
+    index: int,
+    npy: bool,
 ) -> np.ndarray:
     where = f"model {info.model_name!r}: warm-up sample {warmup.name!r} input {name!r}"
-    if spec.input_data_file and files is None:
-        raise PyTritonTorchValidationError(
-            f"{where}: input_data_file is not supported for bound models (there is no model folder "
-            "to hold the file); use zero_data or random_data"
-        )
     shape = ((1,) if info.max_batch_size else ()) + tuple(int(d) for d in spec.shape)
     if any(d < 0 for d in shape):
         raise PyTritonTorchValidationError(f"{where}: shape {tuple(spec.shape)} must not have -1 dims")
     dtype = triton_to_numpy(spec_to_triton(spec.dtype, what=where))
-    if spec.input_data_file and files is not None:
+    if spec.input_data_file:
         what = f"{where}: input_data_file {spec.input_data_file!r}"
         try:
             data = files(spec.input_data_file)
         except PyTritonTorchError as exc:
             raise type(exc)(f"{what}: {exc.message}") from None
+        if npy:
+            assert isinstance(data, np.ndarray)
+            return npy_sample(data, index, tuple(spec.shape), dtype, what).reshape(shape)
+        assert isinstance(data, bytes)
         return decode_file(data, dtype, shape, what)
     if dtype == np.object_:
         return np.full(shape, b"", dtype=object)
@@ -144,6 +158,50 @@ def _array(
         return rng.integers(0, 2, shape).astype(bool)
     info_int = np.iinfo(dtype)
     return rng.integers(info_int.min, info_int.max, shape, dtype=dtype, endpoint=True)
+
+
+def _load_npy(path: str) -> np.ndarray:
+    """A ``.npy`` file's array; pickled (object) arrays are refused, they could run code."""
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except OSError as exc:
+        raise PyTritonTorchValidationError(f"cannot read the .npy file: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise PyTritonTorchValidationError(
+            f"not a .npy array without pickled objects ({exc}); save BYTES samples as np.bytes_ arrays"
+        ) from None
+
+
+def npy_sample(data: np.ndarray, index: int, shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
+    """Request ``index``'s sample of the per-sample ``shape`` from a ``.npy`` array, as ``dtype``.
+
+    The array is one sample (``shape``) or rows of samples (``(n, *shape)``, cycled through).
+    """
+    shape = tuple(int(d) for d in shape)
+    if data.shape == shape:
+        sample = data
+    elif data.ndim == len(shape) + 1 and data.shape[1:] == shape and data.shape[0] > 0:
+        sample = data[index % data.shape[0]]
+    else:
+        raise PyTritonTorchValidationError(
+            f"{where}: the file holds shape {data.shape}; expected {shape} or (n, {', '.join(map(str, shape))})"
+        )
+    if dtype == np.object_:
+        if data.dtype.kind not in "SU":
+            raise PyTritonTorchValidationError(
+                f"{where}: the file holds {data.dtype}; a BYTES input needs a bytes (np.bytes_) or str array"
+            )
+        out = np.empty(sample.size, dtype=object)
+        out[:] = [_to_bytes(item) for item in sample.reshape(-1).tolist()]
+        return out.reshape(sample.shape)
+    try:
+        return np.array(sample.astype(dtype))
+    except (TypeError, ValueError) as exc:
+        raise PyTritonTorchValidationError(f"{where}: cannot convert the file's {data.dtype} data: {exc}") from None
+
+
+def _to_bytes(item: bytes | str) -> bytes:
+    return item.encode() if isinstance(item, str) else item
 
 
 def decode_file(data: bytes, dtype: np.dtype, shape: tuple[int, ...], where: str) -> np.ndarray:

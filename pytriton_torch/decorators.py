@@ -1133,9 +1133,8 @@ def _pad_batch_wrapper(wrapped: InferFn, instance: Any, args: tuple[Any, ...], k
             )
         return wrapped(*args, **kwargs)
     rows = int(next(iter(inputs.values())).shape[0])
-    preferred = getattr(info, "preferred_batch_sizes", None) or ()
     sizes = sorted(
-        {int(size) for size in preferred if int(size) <= info.max_batch_size} | {info.max_batch_size}
+        {size for size in info.preferred_batch_sizes if size <= info.max_batch_size} | {info.max_batch_size}
     )
     position = bisect_left(sizes, rows)
     if rows == 0 or position == len(sizes) or sizes[position] == rows:
@@ -1159,9 +1158,10 @@ def _pad_batch_wrapper(wrapped: InferFn, instance: Any, args: tuple[Any, ...], k
 def pad_batch(func: InferFn) -> InferFn:
     """Pad the batched inputs to the next batch size the model is configured for.
 
-    Use it below :func:`batch`. The inputs' last row is repeated up to the smallest preferred
-    batch size (when the model info carries them) or else ``max_batch_size``. Outputs with the
-    padded batch size are cut back to the real one, so ``@batch`` above gets matching sizes.
+    Use it below :func:`batch`. The inputs' last row is repeated up to the smallest of the
+    dynamic batcher's preferred batch sizes (``DynamicBatcher(preferred_batch_size=[...])``) and
+    ``max_batch_size`` that holds the batch. Outputs with the padded batch size are cut back to the
+    real one, so ``@batch`` above gets matching sizes.
 
     Example::
 

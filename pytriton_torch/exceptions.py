@@ -88,6 +88,9 @@ PyTritonBadParameterError = PyTritonTorchBadParameterError
 PyTritonInvalidOperationError = PyTritonTorchInvalidOperationError
 PyTritonUnrecoverableError = PyTritonTorchUnrecoverableError
 PyTritonModelConfigError = PyTritonTorchValidationError
+# PyTriton raises this for misuse of decorators that matches no other class; ours raise subclasses
+# of the base for those cases, so the base is what ``except PyTritonRuntimeError`` must catch.
+PyTritonRuntimeError = PyTritonTorchError
 
 __all__ = [
     "PyTritonTorchError",
@@ -107,4 +110,5 @@ __all__ = [
     "PyTritonInvalidOperationError",
     "PyTritonUnrecoverableError",
     "PyTritonModelConfigError",
+    "PyTritonRuntimeError",
 ]

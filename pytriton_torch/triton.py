@@ -54,6 +54,7 @@ from ._server._config import TritonConfig
 from ._server._dist import TritonDist, find_dist
 from ._server._preload import Secrets, preload_library
 from ._server._process import TritonProcess, check_ports_free
+from ._server._support import check_startable, server_flags
 from ._server._workspace import Workspace, check_root_length, remove_stale_workspaces
 from ._stream_shutdown import StreamSettler, grace_period, open_streams
 from .exceptions import (
@@ -223,8 +224,9 @@ class Triton:
                 return
             remove_stale_segments()
             remove_stale_workspaces()
-            check_ports_free(self._config.ports())
             dist = find_dist()
+            check_startable(self._config, server_flags(dist, TritonProcess.environment(dist)))
+            check_ports_free(self._config.ports())
             self._workspace = Workspace(self._workspace_path)
             try:
                 library = str(preload_library(self._workspace.root))
@@ -253,6 +255,7 @@ class Triton:
                 self._process.start()
                 self._process.wait_live(self._admin_url, self._config.startup_timeout_s or 120.0)
                 self._check_admin_token()
+                self._warn_if_verbose()
                 for model in list(self._models.values()):
                     self._load_at_start(model)
             except BaseException:
@@ -278,6 +281,18 @@ class Triton:
                 f"tritonserver refused the admin token ({exc.code}): the preload library that puts the token "
                 f"in place was not active (LD_PRELOAD). Last log lines:\n{self._process.logs(last=40)}"
             ) from None
+
+    def _warn_if_verbose(self) -> None:
+        """Say once that the server logs verbosely (the level it reports, else the configured one)."""
+        level = self._config.log_verbose or 0
+        with contextlib.suppress(urllib.error.URLError, OSError, ValueError, TypeError, KeyError):
+            level = int(json.loads(self._admin_post("/v2/logging", timeout_s=10))["log_verbose_level"])
+        if level > 0:
+            LOGGER.warning(
+                "tritonserver logs verbosely (log_verbose_level=%d): every request is logged, which "
+                "can slow inference down; leave TritonConfig.log_verbose unset or 0 in production",
+                level,
+            )
 
     def _server_args(self, dist: TritonDist, secrets: Secrets) -> list[str]:
         """The command line; every token on it is a placeholder (``secrets`` holds the values)."""
@@ -556,14 +571,16 @@ class Triton:
             config: Batching and scheduling options (default ``ModelConfig()``).
             strict: Check every output's dtype and shape against ``outputs``; otherwise only names and
                 batch size are checked and dtypes are converted when numpy can do it safely.
-            trace_config: Accepted for PyTriton compatibility; tracing is configured on TritonConfig.
+            trace_config: Must stay ``None``: PyTriton's per-model OpenTelemetry spans around the
+                infer call are not implemented, so a value is refused rather than ignored. Triton's
+                own tracing is configured for the server with ``TritonConfig.trace_config``.
             tensors: ``"numpy"`` (default, as PyTriton) or ``"torch"``: inputs arrive as torch tensors
                 on ``device`` (zero-copy views of the request buffers on CPU; non-blocking copies from
                 page-locked memory on CUDA) and outputs may be torch tensors on any device. Works with
                 every decorator (``@batch`` concatenates with ``torch.cat``). BF16 tensors arrive as
                 ``torch.bfloat16`` (as ``ml_dtypes.bfloat16`` arrays with ``"numpy"``).
-            device: With ``tensors="torch"``: ``"cpu"`` (default), ``"cuda:N"``, ``"auto"``, or a list with
-                one device per callable. Each instance runs on its own CUDA stream.
+            device: With ``tensors="torch"``: ``"cpu"`` (default), ``"cuda:N"``, ``"auto"``, a
+                :class:`~pytriton_torch.model_config.DeviceKind`, or a list with one device per callable. Each instance runs on its own CUDA stream.
 
         Example::
 
@@ -576,6 +593,12 @@ class Triton:
         The call returns once the model is loaded and every instance is connected: requests sent
         afterwards never see 'unknown model'.
         """
+        if trace_config is not None:
+            raise PyTritonTorchValidationError(
+                f"model {model_name!r}: bind(trace_config={trace_config!r}) is not supported: pytriton_torch "
+                "makes no OpenTelemetry spans around infer calls; configure Triton's tracing for the server "
+                "with TritonConfig(trace_config=[...]) and leave bind's trace_config unset"
+            )
         fns: list[Callable[..., Any]] = (
             list(infer_func) if isinstance(infer_func, list | tuple) else [infer_func]  # type: ignore[list-item]
         )
@@ -645,8 +668,8 @@ class Triton:
             method: Method to serve (``forward`` by default).
             inputs: Explicit input specs (override the derived ones).
             outputs: Explicit output specs; given under other names they rename outputs in order.
-            device: ``"auto"`` (cuda if available, else cpu), a device, or a list of devices that
-                instances are spread over.
+            device: ``"auto"`` (cuda if available, else cpu), a device or DeviceKind, or a list of
+                devices that instances are spread over.
             instances: Model instances; those on one device share one copy of the weights.
             config: Batching options (default ``ModelConfig(max_batch_size=64)``).
             dynamic_axes: Input name -> axes (of the example, batch axis = 0) that vary; also marks

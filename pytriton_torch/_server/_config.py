@@ -41,6 +41,14 @@ class TritonConfig:
             ``grpc_header_forward_pattern`` and the other ``grpc_*`` fields.
         allow_metrics: Prometheus metrics options, with ``allow_gpu_metrics``, ``allow_cpu_metrics``,
             ``metrics_interval_ms``, ``metrics_port``, ``metrics_address`` and ``metrics_config``.
+        allow_sagemaker: Open tritonserver's SageMaker endpoint, with ``sagemaker_port``,
+            ``sagemaker_safe_port_range`` (``"<low>-<high>"``: the ports other endpoints may use)
+            and ``sagemaker_thread_count``. It listens on every interface and its multi-model API
+            loads models without a token, so starting it needs ``PYTRITON_TORCH_ALLOW_SAGEMAKER=1``.
+        allow_vertex_ai: Open tritonserver's Vertex AI endpoint, with ``vertex_ai_port``,
+            ``vertex_ai_thread_count`` and ``vertex_ai_default_model`` (the model that requests
+            naming none go to). Refused at start: tritonserver needs the default model loaded
+            when it starts, and bound models load after.
         trace_config: ``--trace-config`` entries.
         cache_config: ``--cache-config`` entries, e.g. ``["local,size=1048576"]``.
         response_cache_byte_size: Shortcut for a local response cache of that many bytes.
@@ -87,6 +95,14 @@ class TritonConfig:
     metrics_port: int | None = None
     metrics_address: str | None = None
     metrics_config: list[str] | None = None
+    allow_sagemaker: bool | None = None
+    sagemaker_port: int | None = None
+    sagemaker_safe_port_range: str | None = None
+    sagemaker_thread_count: int | None = None
+    allow_vertex_ai: bool | None = None
+    vertex_ai_port: int | None = None
+    vertex_ai_thread_count: int | None = None
+    vertex_ai_default_model: str | None = None
     trace_config: list[str] | None = None
     cache_config: list[str] | None = None
     response_cache_byte_size: int | None = None
@@ -153,7 +169,30 @@ class TritonConfig:
             out["grpc"] = (self.effective_grpc_address, self.effective_grpc_port)
         if self.allow_metrics is not False:
             out["metrics"] = (self.effective_metrics_address, self.effective_metrics_port)
+        # tritonserver 2.51 has no address flag for these two: they listen on every interface.
+        if self.allow_sagemaker:
+            out["sagemaker"] = ("0.0.0.0", 8080 if self.sagemaker_port is None else self.sagemaker_port)
+        if self.allow_vertex_ai:
+            out["vertex_ai"] = ("0.0.0.0", 8080 if self.vertex_ai_port is None else self.vertex_ai_port)
         return out
+
+    def flags(self) -> dict[str, str]:
+        """Field name -> tritonserver flag, for the fields set here that are tritonserver flags."""
+        return {
+            f.name: _flag(f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None and f.name not in self._NOT_FLAGS
+        }
+
+    def check_supported(self, server_flags: typing.Collection[str]) -> None:
+        """Raise naming every field set here whose flag the tritonserver binary does not have."""
+        missing = {name: flag for name, flag in self.flags().items() if flag not in server_flags}
+        if missing:
+            raise PyTritonTorchValidationError(
+                "this tritonserver build does not support "
+                + ", ".join(f"TritonConfig.{name} ({flag})" for name, flag in sorted(missing.items()))
+                + "; leave these fields unset or use a tritonserver that has the flags"
+            )
 
     def to_args(self) -> list[str]:
         """Tritonserver command-line flags for the fields that are set."""
@@ -172,12 +211,16 @@ class TritonConfig:
                 continue
             if name == "metrics_address" and self.allow_metrics is False:
                 continue
-            flag = "--" + name.replace("_", "-")
+            flag = _flag(name)
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, bool):
                     item = "true" if item else "false"
                 args.append(f"{flag}={item}")
         return args
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _parse(name: str, raw: str, hint: Any) -> Any:

@@ -1,6 +1,7 @@
 """Where the tritonserver binary, Python backend and stubs of the ``nvidia-pytriton`` wheel live.
 
-Only the files are used; the ``pytriton`` package itself is never imported.
+Only the files are used here; the ``pytriton`` package is imported only by ``pytriton_torch.client``
+(PyTriton's clients, on first use).
 """
 
 from __future__ import annotations

@@ -24,15 +24,18 @@ import torch
 
 from .._dtypes import wire_to_torch
 from .._types import Request
+from ..model_config import DeviceKind
 from ._errors import translate
 
 LOGGER = logging.getLogger("pytriton_torch.torch")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; ``None`` -> cpu."""
+def resolve_device(device: str | torch.device | DeviceKind | None) -> torch.device:
+    """``"auto"`` -> cuda if available else cpu; ``None`` -> cpu; a DeviceKind as its device type."""
     if device is None:
         return torch.device("cpu")
+    if isinstance(device, DeviceKind):
+        device = {DeviceKind.KIND_AUTO: "auto", DeviceKind.KIND_CPU: "cpu", DeviceKind.KIND_GPU: "cuda"}[device]
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     resolved = torch.device(device)

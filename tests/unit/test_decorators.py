@@ -601,13 +601,8 @@ def test_pad_batch_repeats_last_row_and_trims_outputs() -> None:
     assert [r["y"].ravel().tolist() for r in responses] == [[2.0, 4.0], [6.0]]
 
 
-def test_pad_batch_uses_preferred_batch_sizes_when_the_model_info_has_them() -> None:
-    @dataclasses.dataclass(frozen=True)
-    class InfoWithPreferred(ModelInfo):
-        preferred_batch_sizes: tuple[int, ...] = ()
-
-    base = make_info(max_batch_size=16)
-    info = InfoWithPreferred(**dataclasses.asdict(base), preferred_batch_sizes=(4, 8))
+def test_pad_batch_uses_preferred_batch_sizes_of_the_model_info() -> None:
+    info = dataclasses.replace(make_info(max_batch_size=16), preferred_batch_sizes=(4, 8))
     sizes = []
 
     @batch

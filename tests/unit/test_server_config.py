@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import socket
 from collections.abc import Iterator
@@ -9,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from pytriton_torch._server._config import TritonConfig
-from pytriton_torch._server._process import check_ports_free
+from pytriton_torch._server._dist import find_dist
+from pytriton_torch._server._process import TritonProcess, check_ports_free
+from pytriton_torch._server._support import check_startable, server_flags
 from pytriton_torch.exceptions import PyTritonTorchPortInUseError, PyTritonTorchValidationError
 
 DEFAULT_ADDRESSES = ["--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"]
@@ -245,3 +248,81 @@ def test_check_ports_free_leaves_port_usable() -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
         sock.listen()
+
+
+# -- PyTriton 0.7.0's SageMaker / Vertex AI fields ------------------------------------------------
+
+ENDPOINT_FIELDS = {
+    "allow_sagemaker": ("True", True, "--allow-sagemaker=true"),
+    "sagemaker_port": ("8090", 8090, "--sagemaker-port=8090"),
+    "sagemaker_safe_port_range": ("8000-8100", "8000-8100", "--sagemaker-safe-port-range=8000-8100"),
+    "sagemaker_thread_count": ("4", 4, "--sagemaker-thread-count=4"),
+    "allow_vertex_ai": ("0", False, "--allow-vertex-ai=false"),
+    "vertex_ai_port": ("8091", 8091, "--vertex-ai-port=8091"),
+    "vertex_ai_thread_count": ("2", 2, "--vertex-ai-thread-count=2"),
+    "vertex_ai_default_model": ("m", "m", "--vertex-ai-default-model=m"),
+}
+
+
+def test_every_pytriton_field_exists() -> None:
+    pytriton_triton = pytest.importorskip("pytriton.triton")
+    ours = {field.name for field in dataclasses.fields(TritonConfig)}
+    theirs = {field.name for field in dataclasses.fields(pytriton_triton.TritonConfig)}
+    assert theirs - ours == set()
+
+
+@pytest.mark.parametrize("field", sorted(ENDPOINT_FIELDS))
+def test_endpoint_field_from_env_and_to_args(field: str) -> None:
+    raw, value, flag = ENDPOINT_FIELDS[field]
+    config = TritonConfig.from_env({"PYTRITON_TRITON_CONFIG_" + field.upper(): raw})
+    assert getattr(config, field) == value
+    assert flag in config.to_args()
+    assert TritonConfig(**{field: value}).to_args() == [*DEFAULT_ADDRESSES, flag]  # type: ignore[arg-type]
+
+
+def test_ports_include_sagemaker_and_vertex_ai_on_every_interface() -> None:
+    assert "sagemaker" not in TritonConfig(sagemaker_port=1).ports()
+    ports = TritonConfig(allow_sagemaker=True, allow_vertex_ai=True, vertex_ai_port=9).ports()
+    assert ports["sagemaker"] == ("0.0.0.0", 8080)
+    assert ports["vertex_ai"] == ("0.0.0.0", 9)
+
+
+def test_check_ports_free_sees_busy_sagemaker_port(listener: int) -> None:
+    config = TritonConfig(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    config = dataclasses.replace(config, allow_sagemaker=True, sagemaker_port=listener)
+    with pytest.raises(PyTritonTorchPortInUseError, match=f"sagemaker port {listener}"):
+        check_ports_free(config.ports())
+
+
+def test_check_supported_names_missing_fields() -> None:
+    config = TritonConfig(allow_vertex_ai=True, vertex_ai_port=1, http_port=2)
+    with pytest.raises(PyTritonTorchValidationError) as caught:
+        config.check_supported({"--http-port", "--http-address"})
+    assert "TritonConfig.allow_vertex_ai (--allow-vertex-ai)" in str(caught.value)
+    assert "TritonConfig.vertex_ai_port (--vertex-ai-port)" in str(caught.value)
+    assert "http_port" not in str(caught.value)
+    TritonConfig(http_port=2, startup_timeout_s=1.0).check_supported({"--http-port"})
+
+
+def test_wheel_tritonserver_has_every_pytriton_flag() -> None:
+    pytriton_triton = pytest.importorskip("pytriton.triton")
+    dist = find_dist()
+    flags = server_flags(dist, TritonProcess.environment(dist))
+    every = {field.name: True for field in dataclasses.fields(pytriton_triton.TritonConfig)}
+    TritonConfig(**every).check_supported(flags)  # type: ignore[arg-type]
+
+
+def test_check_startable_refuses_vertex_ai_with_reason() -> None:
+    with pytest.raises(PyTritonTorchValidationError, match=r"allow_vertex_ai.*default model loaded"):
+        check_startable(TritonConfig(allow_vertex_ai=True), frozenset())
+    check_startable(TritonConfig(allow_vertex_ai=False, vertex_ai_port=1), frozenset())
+
+
+def test_check_startable_wants_an_opt_in_for_sagemaker() -> None:
+    config = TritonConfig(allow_sagemaker=True, sagemaker_port=8099)
+    with pytest.raises(PyTritonTorchValidationError, match=r"allow_sagemaker.*port 8099.*any folder"):
+        check_startable(config, frozenset(), {})
+    with pytest.raises(PyTritonTorchValidationError, match="PYTRITON_TORCH_ALLOW_SAGEMAKER=1"):
+        check_startable(config, frozenset(), {"PYTRITON_TORCH_ALLOW_SAGEMAKER": "yes"})
+    check_startable(config, frozenset(), {"PYTRITON_TORCH_ALLOW_SAGEMAKER": "1"})
+    check_startable(TritonConfig(allow_sagemaker=False), frozenset(), {})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytriton_torch import DynamicBatcher, ModelConfig
+from pytriton_torch import DeviceKind, DynamicBatcher, ModelConfig
 from pytriton_torch._torch._adapter import TorchInfer, resolve_device
 from pytriton_torch._torch._bind import _graph_sizes, resolve_devices
 from pytriton_torch._types import Request
@@ -67,3 +67,14 @@ def test_torch_infer_translates_errors_of_generators() -> None:
     assert next(chunks)[0]["y"].shape == (1, 1)
     with pytest.raises(PyTritonTorchInferenceError, match="out of memory on cpu for a batch of 1"):
         next(chunks)
+
+
+def test_device_kind_is_a_device() -> None:
+    assert resolve_device(DeviceKind.KIND_CPU) == torch.device("cpu")
+    assert resolve_device(DeviceKind.KIND_AUTO) == resolve_device("auto")
+    assert resolve_devices([DeviceKind.KIND_CPU, "cpu"], 2) == [torch.device("cpu")] * 2
+    if torch.cuda.is_available():
+        assert resolve_device(DeviceKind.KIND_GPU).type == "cuda"
+    else:
+        with pytest.raises(PyTritonTorchValidationError, match="CUDA is not available"):
+            resolve_device(DeviceKind.KIND_GPU)

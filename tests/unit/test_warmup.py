@@ -113,7 +113,7 @@ def test_async_and_streaming_functions(loop: EventLoopThread) -> None:
             "unknown input",
         ),
         (_sample(batch_size=9), "batch_size=9; expected 1..8"),
-        (_sample(input_data_file="raw"), "input_data_file is not supported"),
+        (_sample(input_data_file="/nonexistent/raw.npy"), "input_data_file '/nonexistent/raw.npy': cannot read"),
         (
             ModelWarmup(name="w", batch_size=1, inputs={"x": WarmupInput(dtype=np.int32, shape=(1,))}),
             "lacks the input",
@@ -242,3 +242,71 @@ def test_decode_file_refuses_short_or_malformed_data(
 ) -> None:
     with pytest.raises(PyTritonTorchValidationError, match=message):
         decode_file(data, np.dtype(dtype), shape, "here")
+
+
+# -- input_data_file of bound models: .npy files, as PyTriton ------------------------------------
+
+
+def _npy_sample(path: str, batch_size: int = 3) -> ModelWarmup:
+    return ModelWarmup(
+        name="w",
+        batch_size=batch_size,
+        count=1,
+        inputs={
+            "x": WarmupInput(dtype=np.int32, shape=(5,), input_data_file=path),
+            "s": WarmupInput(dtype=bytes, shape=(1,), input_data_file=path.replace("x", "s")),
+        },
+    )
+
+
+def _recorded(loop: EventLoopThread, info: ModelInfo, sample: ModelWarmup) -> list[Request]:
+    calls: list[list[Request]] = []
+
+    def fn(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        calls.append(requests)
+        return [{"y": r["x"]} for r in requests]
+
+    run_warmups(info, [fn], [sample], loop, strict=True)
+    return calls[0]
+
+
+@pytest.mark.parametrize("rows", [None, 2, 4])
+def test_npy_file_values_are_fed_row_by_row(loop: EventLoopThread, tmp_path: Any, rows: int | None) -> None:
+    x = np.arange(5 * (rows or 1), dtype=np.int64).reshape(-1, 5)  # int64 is cast as PyTriton does
+    np.save(tmp_path / "x.npy", x if rows else x[0])
+    np.save(tmp_path / "s.npy", np.array([[b"a"], [b"bc"]] if rows else [b"a"], dtype=np.bytes_))
+    requests = _recorded(loop, _info(), _npy_sample(str(tmp_path / "x.npy")))
+    assert len(requests) == 3
+    for index, request in enumerate(requests):
+        assert request["x"].dtype == np.int32 and request["x"].shape == (1, 5)
+        assert request["x"][0].tolist() == x[index % (rows or 1)].tolist()
+        assert request["s"].dtype == np.object_
+        assert request["s"].tolist() == [[b"bc" if rows and index % 2 else b"a"]]
+
+
+def test_npy_file_for_unbatched_model_and_str_arrays(loop: EventLoopThread, tmp_path: Any) -> None:
+    np.save(tmp_path / "x.npy", np.full(5, 7, dtype=np.int32))
+    np.save(tmp_path / "s.npy", np.array(["é"]))
+    requests = _recorded(loop, _info(max_batch_size=0), _npy_sample(str(tmp_path / "x.npy"), batch_size=1))
+    assert requests[0]["x"].tolist() == [7] * 5 and requests[0]["s"].tolist() == ["é".encode()]
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((2, 4), dtype=np.int32), r"holds shape \(2, 4\); expected \(5,\) or \(n, 5\)"),
+        (np.array([object()] * 5, dtype=object), "without pickled objects"),
+    ],
+)
+def test_bad_npy_files_are_refused(loop: EventLoopThread, tmp_path: Any, x: np.ndarray, message: str) -> None:
+    np.save(tmp_path / "x.npy", x, allow_pickle=True)
+    np.save(tmp_path / "s.npy", np.array([b"a"]))
+    with pytest.raises(PyTritonTorchValidationError, match=rf"warm-up sample 'w' input 'x': input_data_file .*{message}"):
+        run_warmups(_info(), [lambda r: []], [_npy_sample(str(tmp_path / "x.npy"))], loop, strict=False)
+
+
+def test_npy_bytes_input_needs_a_bytes_array(loop: EventLoopThread, tmp_path: Any) -> None:
+    np.save(tmp_path / "x.npy", np.zeros(5, dtype=np.int32))
+    np.save(tmp_path / "s.npy", np.array([1.0]))
+    with pytest.raises(PyTritonTorchValidationError, match=r"input 's'.*a BYTES input needs a bytes"):
+        run_warmups(_info(), [lambda r: []], [_npy_sample(str(tmp_path / "x.npy"))], loop, strict=False)

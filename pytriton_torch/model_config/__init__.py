@@ -20,11 +20,21 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from .exceptions import PyTritonTorchValidationError
+from ..exceptions import PyTritonTorchValidationError
 
 
 class DeviceKind(enum.Enum):
-    """Where Triton places a model's instances (``instance_group.kind``)."""
+    """Where a model's instances run: a ``device`` of ``bind(tensors="torch")`` and ``bind_module``.
+
+    ``KIND_GPU`` is ``"cuda"`` (the current CUDA device), ``KIND_CPU`` is ``"cpu"`` and
+    ``KIND_AUTO`` is ``"auto"`` (CUDA when available). In PyTriton it is the kind of the generated
+    config's instance group, which is always ``KIND_CPU`` there as here: Triton's instances only
+    forward requests to this process, where the infer callables run on their own device.
+
+    Example::
+
+        triton.bind("net", infer, inputs=[...], outputs=[...], tensors="torch", device=DeviceKind.KIND_GPU)
+    """
 
     KIND_AUTO = "KIND_AUTO"
     KIND_CPU = "KIND_CPU"
@@ -77,7 +87,7 @@ class Tensor:
                 f"Tensor {self.name!r}: shape dimensions must be positive or -1, got {shape}"
             )
         object.__setattr__(self, "shape", shape)
-        from ._dtypes import normalize_spec_dtype
+        from .._dtypes import normalize_spec_dtype
 
         object.__setattr__(self, "dtype", normalize_spec_dtype(self.dtype, what=f"tensor {self.name!r}"))
 
