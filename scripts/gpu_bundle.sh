@@ -42,10 +42,14 @@ PLATFORM=(
 )
 PIP=${PIP:-python3 -m pip}
 
-# Bytes that travel with a device call besides the bundle: tracked and untracked-not-ignored files.
+# Bytes that travel with a device call besides the bundle: tracked and untracked-not-ignored files,
+# and a shared/ folder inside the checkout (it travels even where git ignores it).
 tree_bytes() {
-    git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null \
-        | awk '{s += $1} END {print s + 0}'
+    local files shared=0
+    files=$(git ls-files -z --cached --others --exclude-standard -- . ':!:shared' \
+        | xargs -0 -r stat -c %s -- 2>/dev/null | awk '{s += $1} END {print s + 0}')
+    [ -d shared ] && shared=$(du -sb shared | cut -f1)
+    echo $((files + shared))
 }
 
 mib() { awk -v b="$1" 'BEGIN {printf "%.2f", b / 1048576}'; }
