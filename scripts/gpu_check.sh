@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     case $1 in
         --bundle) BUNDLE=$2; shift 2 ;;
         --no-gpu) NO_GPU_OK=1; shift ;;
-        -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         -*) echo "gpu_check.sh: unknown option $1" >&2; exit 64 ;;
         *) OUT=$1; shift ;;
     esac
@@ -63,7 +63,7 @@ exit_by_steps() {
     exit 0
 }
 
-# run_step NAME LIMIT_S LOG CMD...: run CMD under a time limit, output to LOG (and the console).
+# run_step NAME LIMIT_S LOG CMD...: run CMD under a time limit, output to LOG (its tail to the console).
 run_step() {
     local name=$1 limit=$2 log=$3 rc=0 began=$SECONDS
     shift 3
@@ -76,7 +76,9 @@ run_step() {
     echo "== $name (limit ${limit}s): $*"
     # timeout runs programs: a shell function of this script runs in a child bash (exported below).
     if declare -F "$1" >/dev/null; then set -- bash -c '"$@"' _ "$@"; fi
-    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$log" || rc=$?
+    # No tee: a process that outlived the time limit while holding the pipe would hang the check.
+    timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1 </dev/null || rc=$?
+    tail -n 12 "$log"
     local took=$((SECONDS - began)) status=OK
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status=TIMEOUT; elif [ "$rc" -ne 0 ]; then status=FAIL; fi
     record "$name" "$status" "$took" "$([ "$rc" -eq 0 ] || echo "exit $rc; see $(basename "$log")")"
@@ -268,7 +270,7 @@ for name in MODULES:
         print(f"import {name:18s} ok  {getattr(module, '__file__', '')}")
     except Exception as exc:
         print(f"import {name:18s} FAILED {type(exc).__name__}: {exc}")
-        bad.append(name)
+        bad += [] if name in bad else [name]
 sys.exit(f"unusable: {', '.join(bad)}" if bad else 0)
 EOF
 if ! run_step imports 90 "$LOGS/imports.log" "$PY" "$WORK/imports.py"; then
@@ -281,9 +283,11 @@ run_step doctor 60 "$LOGS/doctor.log" "$PY" -m pytriton_torch.cli check || NOTES
 { echo "## pytriton-torch check"; cat "$LOGS/doctor.log"; } >>"$OUT/env.txt"
 
 # --- probe -------------------------------------------------------------------------------------
+NUMPY1_ACTIVE=0
 use_bundled_numpy() {
     extract "$BUNDLE/numpy1.tar.xz" "$WORK/numpy1"
     export PYTHONPATH="$WORK/numpy1:$PYTHONPATH"
+    NUMPY1_ACTIVE=1
 }
 system_numpy=$("$PY" -c 'import numpy; print(numpy.__version__)' 2>/dev/null) || system_numpy=0.missing
 if [ "$NUMPY_MODE" = bundled ]; then
@@ -321,8 +325,15 @@ run_step pytest 240 "$OUT/pytest_gpu.log" env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "
 
 # --- bench -------------------------------------------------------------------------------------
 mkdir -p "$WORK/bench"
+bench_env=()
+if [ "$NUMPY1_ACTIVE" -eq 0 ] && [ "${system_numpy%%.*}" -ge 2 ] && [ -f "$BUNDLE/numpy1.tar.xz" ]; then
+    # PyTriton 0.7's setups run its own model code in the same stub: numpy 1.26 for every setup alike.
+    extract "$BUNDLE/numpy1.tar.xz" "$WORK/numpy1"
+    bench_env=(env "PYTHONPATH=$WORK/numpy1:$PYTHONPATH")
+    NOTES+=("bench: ran with the bundle's numpy 1.26.4 (PyTriton 0.7's stub needs numpy < 2)")
+fi
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of options
-run_step bench 300 "$OUT/bench_torch.log" "$PY" benchmarks/bench_torch.py --device cuda $BENCH_ARGS \
+run_step bench 300 "$OUT/bench_torch.log" "${bench_env[@]}" "$PY" benchmarks/bench_torch.py --device cuda $BENCH_ARGS \
     --out "$WORK/bench/bench_torch.json" || true
 [ -f "$WORK/bench/bench_torch.json" ] && cp "$WORK/bench/bench_torch.json" "$OUT/"
 [ -n "$HEADLINE" ] || HEADLINE="ran on $gpu_line"
