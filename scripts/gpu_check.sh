@@ -8,7 +8,8 @@
 #   env      nvidia-smi, OS, glibc, compiler, Python and torch versions
 #   gpu      torch sees a CUDA device; without one the check stops here (exit 2) unless --no-gpu
 #   install  unpack the bundle's site-packages (server files, missing wheels) onto PYTHONPATH, with
-#            this tree first; the preload library: built with the system compiler, else the bundle's
+#            this tree first; the preload library: built with the system compiler, else the bundle's;
+#            the bundle's libpython3.12 on LD_LIBRARY_PATH if this Python has no shared one for the stub
 #   imports  versions of everything the tests and the benchmark import, against our minimums
 #   doctor   `pytriton-torch check` (libpython for the stub, tritonserver, /dev/shm)
 #   probe    scripts/gpu_probe.py: one FP32 + BYTES round trip through a served model; if it fails
@@ -16,7 +17,11 @@
 #            numpy 1.26.4 first on PYTHONPATH, which the remaining steps then use (GPU_CHECK_NUMPY=
 #            auto|system|bundled, auto by default)
 #   pytest   pytest -m gpu tests/gpu (junit xml)
-#   bench    benchmarks/bench_torch.py --device cuda ($BENCH_ARGS)
+#   bench    benchmarks/bench_torch.py --device cuda ($BENCH_ARGS); under numpy 2.x always with the
+#            bundle's numpy 1.26.4 (PyTriton 0.7's setups run their model code in the same stub)
+#
+# Environment: PYTHON (python3), GPU_CHECK_BUDGET_S (540), GPU_CHECK_NUMPY (auto), BENCH_ARGS
+# ("--size 224 --duration 8 --rounds 2 --concurrency 32").
 #
 # OUT_DIR receives at most 8 files (the device tool's limit on what comes back): summary.txt,
 # summary.json, env.txt, junit_gpu.xml, pytest_gpu.log, bench_torch.json, bench_torch.log and
@@ -123,12 +128,21 @@ EOF
             sed -n '/^ResNet-18-sized/,$p' "$OUT/bench_torch.log"
         fi
     } >"$OUT/summary.txt"
-    "$PY" - "$OUT/summary.json" "$result" "$HEADLINE" "$SECONDS" "${STEPS[@]}" <<'EOF' || true
-import json, sys
-path, result, headline, seconds, *steps = sys.argv[1:]
-rows = [dict(zip(("step", "status", "seconds", "note"), s.split("|", 3))) for s in steps]
-json.dump({"result": result, "headline": headline, "seconds": int(seconds), "steps": rows},
-          open(path, "w"), indent=2)
+    GPU_CHECK_NOTES=$(printf '%s\n' "${NOTES[@]}") "$PY" - "$OUT" "$result" "$HEADLINE" "$SECONDS" "${STEPS[@]}" <<'EOF' || true
+import json, os, pathlib, sys
+out, result, headline, seconds, *steps = sys.argv[1:]
+report = {
+    "result": result,
+    "headline": headline,
+    "seconds": int(seconds),
+    "steps": [dict(zip(("step", "status", "seconds", "note"), s.split("|", 3))) for s in steps],
+    "notes": [n for n in os.environ.get("GPU_CHECK_NOTES", "").splitlines() if n],
+}
+bench = pathlib.Path(out, "bench_torch.json")
+if bench.exists():
+    figures = json.loads(bench.read_text())
+    report["bench"] = {k: figures.get(k) for k in ("served_rps", "direct_rps", "ratios", "batches_formed")}
+pathlib.Path(out, "summary.json").write_text(json.dumps(report, indent=2))
 EOF
 }
 
