@@ -12,7 +12,8 @@
 #                   wheels the GPU image lacks or holds in versions tritonclient does not accept
 #   numpy1.tar.xz   numpy 1.26.4 for CPython 3.12: the fallback when the Python-backend stub (built with
 #                   a pybind11 older than NumPy 2) cannot exchange tensors under the machine's numpy
-#   preload/        the tritonserver preload library built here, for a machine without a C compiler
+#   prebuilt.tar.xz what `pytriton-torch build` compiled beside the package here (the tritonserver
+#                   preload library; any other compiled part), for a machine without a C compiler
 #   libpython.tar.xz  a stripped libpython3.12.so.1.0 (from $PYTHON312, else pyenv's 3.12), for a
 #                   machine whose Python 3.12 has no shared libpython for the stub to load
 #   MANIFEST.txt    sha256 and size of each file, the pinned versions, the build machine's glibc
@@ -113,20 +114,23 @@ if [ -n "$missing" ]; then
     exit 1
 fi
 
-echo "building the preload library..."
+echo "building the compiled parts (pytriton-torch build)..."
 PY=${VENV_PYTHON:-$REPO/.venv/bin/python}
-preload=$("$PY" -c 'from pytriton_torch._server._preload import build_packaged_library as b; print(b())')
+"$PY" -m pytriton_torch.cli build
+preload=$("$PY" -c 'from pytriton_torch._server._preload import packaged_library as p; print(p())')
 
 echo "compressing (xz -9; a minute or two)..."
 rm -rf "$BUNDLE"
-mkdir -p "$BUNDLE/preload"
+mkdir -p "$BUNDLE"
 tar -C "$WORK/site" --owner=0 --group=0 --numeric-owner -cf - . | xz -9 -T2 >"$BUNDLE/site.tar.xz"
 mkdir -p "$WORK/numpy1/site"
 $PIP install -q --no-deps --no-compile --no-index --target "$WORK/numpy1/site" "${PLATFORM[@]}" \
     "$WORK"/numpy1/numpy-*.whl
 rm -rf "$WORK/numpy1/site/bin"
 tar -C "$WORK/numpy1/site" --owner=0 --group=0 --numeric-owner -cf - . | xz -9 -T2 >"$BUNDLE/numpy1.tar.xz"
-cp "$preload" "$BUNDLE/preload/"
+# Only the builds of the current sources: their names carry the source's hash.
+git ls-files -z --others --ignored --exclude-standard -- 'pytriton_torch/*.so' \
+    | tar --null -T - --owner=0 --group=0 --numeric-owner -cf - | xz -9 >"$BUNDLE/prebuilt.tar.xz"
 PY312=${PYTHON312:-$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)}
 libpython=$([ -x "$PY312" ] && "$PY312" -c 'import sysconfig as s, os
 p = os.path.join(s.get_config_var("LIBDIR") or "", "libpython3.12.so.1.0")

@@ -8,7 +8,7 @@
 #   env      nvidia-smi, OS, glibc, compiler, Python and torch versions
 #   gpu      torch sees a CUDA device; without one the check stops here (exit 2) unless --no-gpu
 #   install  unpack the bundle's site-packages (server files, missing wheels) onto PYTHONPATH, with
-#            this tree first; the preload library: built with the system compiler, else the bundle's;
+#            this tree first; `pytriton-torch build` with the system compiler, else the bundle's builds;
 #            the bundle's libpython3.12 on LD_LIBRARY_PATH if this Python has no shared one for the stub
 #   imports  versions of everything the tests and the benchmark import, against our minimums
 #   doctor   `pytriton-torch check` (libpython for the stub, tritonserver, /dev/shm)
@@ -205,18 +205,16 @@ install_bundle() {
         || { echo "bundle files do not match MANIFEST.txt: rebuild it"; return 1; }
     extract "$BUNDLE/site.tar.xz" "$WORK/site"
     local library
-    library=$("$PY" -c 'from pytriton_torch._server._preload import packaged_library as p; print(p())') \
+    "$PY" -c 'import pytriton_torch' \
         || { echo "cannot import pytriton_torch from $REPO with the bundle's packages (see above)"; return 1; }
     if "$PY" -c 'from pytriton_torch._server._preload import compiler; raise SystemExit(compiler() is None)'; then
-        "$PY" -c 'from pytriton_torch._server._preload import build_packaged_library as b; print("built", b())' \
-            || return 1
-    elif [ -f "$BUNDLE/preload/$(basename "$library")" ]; then
-        install -m 0755 "$BUNDLE/preload/$(basename "$library")" "$library"
-        echo "no C compiler: using the preload library built by gpu_bundle.sh ($(grep -m1 'made by' "$BUNDLE/MANIFEST.txt"))"
-    else
-        echo "no C compiler and no matching preload library in the bundle (want $(basename "$library")): rebuild the bundle"
-        return 1
+        "$PY" -m pytriton_torch.cli build || return 1
+    elif [ -f "$BUNDLE/prebuilt.tar.xz" ]; then
+        extract "$BUNDLE/prebuilt.tar.xz" "$REPO"
+        echo "no C compiler: using what gpu_bundle.sh built ($(grep -m1 'made by' "$BUNDLE/MANIFEST.txt" | cut -c3-))"
     fi
+    "$PY" -c 'from pytriton_torch._server._preload import existing_library as e; raise SystemExit(e() is None)' \
+        || { echo "no C compiler and no preload library for these sources in the bundle: rebuild the bundle"; return 1; }
 }
 extract() {
     mkdir -p "$2"
