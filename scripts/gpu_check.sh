@@ -203,14 +203,14 @@ install_bundle() {
     [ "$version" = 3.12 ] || { echo "the bundle is built for CPython 3.12; $PY is $version"; return 1; }
     (cd "$BUNDLE" && grep -E '^[0-9a-f]{64}  ' MANIFEST.txt | awk '{print $1 "  " $3}' | sha256sum -c --quiet) \
         || { echo "bundle files do not match MANIFEST.txt: rebuild it"; return 1; }
-    extract "$BUNDLE/site.tar.xz" "$WORK/site"
-    local library
+    # A child bash without set -e runs this function: every failure returns explicitly.
+    extract "$BUNDLE/site.tar.xz" "$WORK/site" || return 1
     "$PY" -c 'import pytriton_torch' \
         || { echo "cannot import pytriton_torch from $REPO with the bundle's packages (see above)"; return 1; }
     if "$PY" -c 'from pytriton_torch._server._preload import compiler; raise SystemExit(compiler() is None)'; then
         "$PY" -m pytriton_torch.cli build || return 1
     elif [ -f "$BUNDLE/prebuilt.tar.xz" ]; then
-        extract "$BUNDLE/prebuilt.tar.xz" "$REPO"
+        extract "$BUNDLE/prebuilt.tar.xz" "$REPO" || return 1
         echo "no C compiler: using what gpu_bundle.sh built ($(grep -m1 'made by' "$BUNDLE/MANIFEST.txt" | cut -c3-))"
     fi
     "$PY" -c 'from pytriton_torch._server._preload import existing_library as e; raise SystemExit(e() is None)' \
@@ -249,6 +249,7 @@ if ! libpython=$("$PY" -c "$LIBPY_PY"); then
         NOTES+=("no shared libpython3.12 for the stub on this machine and none in the bundle: the stub cannot start")
     fi
 fi
+echo "## libpython for the stub: ${libpython:-none in LIBDIR}${LD_LIBRARY_PATH:+ (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)}" >>"$OUT/env.txt"
 
 # --- imports -----------------------------------------------------------------------------------
 cat >"$WORK/imports.py" <<'EOF'
