@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from ._dtypes import spec_to_triton
+from ._dtypes import config_type, spec_to_triton
 from .exceptions import PyTritonTorchValidationError
 from .model_config import DeviceKind, ModelConfig, QueuePolicy, Tensor
 
 
 def _data_type(tensor: Tensor) -> int:
     name = spec_to_triton(tensor.dtype, what=f"tensor {tensor.name!r}")
-    return int(pb.DataType.Value("TYPE_STRING" if name == "BYTES" else f"TYPE_{name}"))
+    return int(pb.DataType.Value(config_type(name)))
 
 
 def _queue_policy(policy: QueuePolicy, out: pb.ModelQueuePolicy) -> None:

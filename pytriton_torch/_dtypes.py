@@ -1,4 +1,4 @@
-"""Mapping between numpy/torch dtypes and Triton's datatype names.
+"""The one table between numpy/torch dtypes, Triton datatype names and model-config ``TYPE_*`` names.
 
 numpy itself has no bfloat16; BF16 tensors use ``ml_dtypes.bfloat16`` (the numpy extension type
 that tritonclient uses for BF16 too), so they travel as their raw 2-byte words and are viewed,
@@ -85,12 +85,10 @@ def normalize_spec_dtype(dtype: Any, *, what: str = "tensor") -> Any:
     Triton names (``"FP32"``, ``"TYPE_BF16"``, ``"BF16"``, ``"bfloat16"``).
     """
     if type(dtype).__module__ == "torch":  # a torch.dtype, without importing torch
-        name = str(dtype).removeprefix("torch.")
-        if name == "bfloat16":
-            return BF16
-        if name not in _TORCH_NAMES:
+        numpy_type = numpy_of_torch(dtype)
+        if numpy_type is None:
             raise PyTritonTorchValidationError(f"{what}: dtype {dtype} has no Triton equivalent")
-        return _TORCH_NAMES[name]
+        return numpy_type
     if isinstance(dtype, str):
         name = dtype.removeprefix("TYPE_")
         if name in ("BF16", "bfloat16"):
@@ -113,6 +111,28 @@ def normalize_spec_dtype(dtype: Any, *, what: str = "tensor") -> Any:
 def spec_to_triton(dtype: Any, *, what: str = "tensor") -> str:
     """Triton datatype name of a (normalized) spec dtype."""
     return numpy_to_triton(np.dtype(dtype), what=what)
+
+
+def config_type(name: str) -> str:
+    """Model-config enum name of a Triton datatype name: ``"FP32"`` -> ``"TYPE_FP32"``, ``"BYTES"`` -> ``"TYPE_STRING"``."""
+    return "TYPE_STRING" if name == "BYTES" else f"TYPE_{name}"
+
+
+def torch_names() -> list[str]:
+    """Names of the torch dtypes that have a Triton datatype (``"bool"``, ..., ``"bfloat16"``)."""
+    return [*_TORCH_NAMES, "bfloat16"]
+
+
+def numpy_of_torch(dtype: Any) -> Any:
+    """Numpy scalar type (or :data:`BF16`) that carries a torch dtype, or None when it has none."""
+    name = str(dtype).removeprefix("torch.")
+    return BF16 if name == "bfloat16" else _TORCH_NAMES.get(name)
+
+
+def triton_of_torch(dtype: Any) -> str | None:
+    """Triton datatype name (``"FP32"``) of a torch dtype, or None when it has none."""
+    numpy_type = numpy_of_torch(dtype)
+    return None if numpy_type is None else _TRITON_BY_NUMPY[np.dtype(numpy_type)]
 
 
 def torch_to_wire(tensor: Any) -> np.ndarray:

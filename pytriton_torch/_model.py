@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import mmap
 import os
 import pathlib
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 
@@ -45,8 +46,30 @@ def write_private(path: pathlib.Path, text: str) -> None:
         out.write(text)
 
 
+class SegmentHooks(Protocol):
+    """Called by an instance's worker as it maps and unmaps a request's shared-memory segment."""
+
+    def on_map(self, mm: mmap.mmap) -> None: ...
+
+    def on_unmap(self, mm: mmap.mmap) -> None: ...
+
+
+class PinningInfer:
+    """Base of infer callables whose worker maps request segments through ``pinned``'s hooks.
+
+    The torch adapter derives from it to page-lock segments on CUDA; ``pinned`` None (the default)
+    maps them plainly. Other callables are not asked.
+    """
+
+    pinned: SegmentHooks | None = None
+
+
 class BoundModel:
-    """Everything that belongs to one ``Triton.bind`` call."""
+    """Everything that belongs to one ``Triton.bind`` call.
+
+    ``on_load_error``: None makes a failed load at server start fatal (the start fails); a callable
+    (repository models) is given the error message instead, after the model is discarded.
+    """
 
     def __init__(
         self,
@@ -58,6 +81,7 @@ class BoundModel:
         *,
         version: int,
         strict: bool,
+        on_load_error: Callable[[str], None] | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise PyTritonTorchValidationError(
@@ -79,6 +103,7 @@ class BoundModel:
         self.config = dataclasses.replace(config, model_warmup=None)
         self.read_warmup_file: ReadFile | None = None  # repository models: their folder's warmup/
         self.strict = strict
+        self.on_load_error = on_load_error
         self.info = ModelInfo(
             model_name=name,
             inputs=tuple(inputs),
@@ -161,7 +186,7 @@ class BoundModel:
         lost = None if on_stub_lost is None else (lambda: on_stub_lost(self.name))
         self.workers = []
         for index, fn in self.instance_slots():
-            pinned = getattr(fn, "pinned", None)  # torch opt-in on CUDA: page-lock mapped segments
+            pinned = fn.pinned if isinstance(fn, PinningInfer) else None  # torch on CUDA: page-lock segments
             self.workers.append(
                 InstanceWorker(
                     info=self.info,

@@ -55,6 +55,7 @@ import numpy as np
 import wrapt
 from numpy.typing import NDArray
 
+from . import _batching
 from ._context import ModelInfo, TritonContext, get_context
 from ._types import Request
 from .exceptions import PyTritonTorchBadParameterError, PyTritonTorchValidationError
@@ -317,17 +318,12 @@ def _uneven_streams(what: str, finished: int, total: int) -> PyTritonTorchValida
 def _request_batch_size(request: Mapping[str, Any]) -> int:
     """Rows in a request: the first input's first dimension (1 for a scalar or a request without inputs)."""
     for value in request.values():
-        shape: Any = getattr(value, "shape", ())
-        return int(shape[0]) if len(shape) else 1
+        return _batching.rows(value)
     return 1
 
 
-def _is_torch(value: Any) -> bool:
-    return hasattr(value, "__dlpack__") and hasattr(value, "detach")  # torch.Tensor, without importing torch
-
-
 def _is_batched_array(value: Any) -> bool:
-    return (isinstance(value, np.ndarray) or _is_torch(value)) and value.ndim > 0
+    return (isinstance(value, np.ndarray) or _batching.is_torch(value)) and value.ndim > 0
 
 
 def _kwargs_inputs(kwargs: Mapping[str, Any]) -> dict[str, NDArray[Any]]:
@@ -421,7 +417,7 @@ def _concatenate_inputs(requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     for name in names:
         parts = [request[name] for request in requests]
         try:
-            inputs[name] = _concatenate_parts(parts)
+            inputs[name] = _batching.gather(parts)
         except (ValueError, RuntimeError) as exc:
             shapes = ", ".join(str(tuple(getattr(part, "shape", ()))) for part in parts)
             raise PyTritonTorchValidationError(
@@ -435,8 +431,7 @@ def _concatenate_inputs(requests: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 def _check_request_rows(request: Mapping[str, Any], index: int) -> int:
     size = _request_batch_size(request)
     for name, value in request.items():
-        shape: Any = getattr(value, "shape", ())
-        rows = int(shape[0]) if len(shape) else 1
+        rows = _batching.rows(value)
         if rows != size:
             first = next(iter(request))
             raise PyTritonTorchValidationError(
@@ -454,28 +449,23 @@ def _split_outputs(
     ``check()`` says whether a first dimension other than the batch total is an error; it is only
     asked on a mismatch, so the happy path never looks up the model.
     """
-    total = sum(sizes)
-    for name, value in outputs.items():
+
+    def mismatch(name: str, value: Any, total: int) -> Exception | None:
         shape = getattr(value, "shape", None)
         if shape is None or len(shape) == 0:
-            raise PyTritonTorchValidationError(
+            return PyTritonTorchValidationError(
                 f"@batch: output {name!r} returned by {_fn_name(fn)} is {_describe(value)}; expected an "
                 f"array whose first dimension is the batch size {total}"
             )
-        if int(shape[0]) != total and check():
-            raise PyTritonTorchValidationError(
-                f"@batch: output {name!r} returned by {_fn_name(fn)} has batch size {int(shape[0])} (shape "
-                f"{tuple(shape)}); expected batch size {total}, the sum of the requests' batch sizes "
-                f"{list(sizes)}"
-            )
-    if len(sizes) == 1:
-        return [outputs]
-    responses: list[Outputs] = []
-    start = 0
-    for size in sizes:
-        responses.append({name: value[start : start + size] for name, value in outputs.items()})
-        start += size
-    return responses
+        if not check():
+            return None
+        return PyTritonTorchValidationError(
+            f"@batch: output {name!r} returned by {_fn_name(fn)} has batch size {int(shape[0])} (shape "
+            f"{tuple(shape)}); expected batch size {total}, the sum of the requests' batch sizes "
+            f"{list(sizes)}"
+        )
+
+    return _batching.split(outputs, sizes, mismatch=mismatch)
 
 
 def _batch_wrapper(wrapped: InferFn, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -623,7 +613,7 @@ def group_by_keys(func: InferFn) -> InferFn:
 
 def _sample_key(value: Any) -> Any:
     """Make a hashable key for one sample of an input; bytes keep their trailing NULs."""
-    if _is_torch(value):
+    if _batching.is_torch(value):
         value = (
             value.detach().cpu().float().numpy()
             if str(value.dtype) == "torch.bfloat16"
@@ -640,16 +630,6 @@ def _sample_key(value: Any) -> Any:
     except TypeError:
         return ("repr", repr(value))
     return value
-
-
-def _concatenate_parts(parts: Sequence[Any]) -> Any:
-    if all(isinstance(part, np.ndarray) for part in parts):
-        return np.concatenate(parts, axis=0)
-    if all(_is_torch(part) for part in parts):
-        import torch
-
-        return torch.cat(list(parts), dim=0)
-    return np.concatenate([np.asarray(part) for part in parts], axis=0)
 
 
 def _take_rows(value: Any, order: NDArray[Any]) -> Any:
@@ -776,7 +756,7 @@ def _merge_groups(
                     f"{len(rows)} rows has {got}; expected batch size {len(rows)}"
                 )
         try:
-            joined = _concatenate_parts(parts)
+            joined = _batching.gather(parts)
         except (ValueError, RuntimeError) as exc:
             shapes = ", ".join(str(tuple(part.shape)) for part in parts)
             raise PyTritonTorchValidationError(
@@ -1038,7 +1018,7 @@ def first_value(
         )
 
     def first_of(name: str, values: Any) -> Any:
-        if _is_torch(values):
+        if _batching.is_torch(values):
             return _first_of_tensor(name, values)
         if not isinstance(values, np.ndarray):
             return values  # already a single value

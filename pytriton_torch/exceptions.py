@@ -74,11 +74,18 @@ class PyTritonTorchUnrecoverableError(PyTritonTorchInferenceError):
 
 
 class PyTritonTorchTimeoutError(PyTritonTorchInferenceError):
-    """An infer function ran past the model's configured time limit."""
+    """An infer function ran past the model's configured time limit (``ModelConfig.timeout_s``).
+
+    Raised on Triton's side of the channel; the client gets its message as the request's error.
+    """
 
 
 class PyTritonTorchChannelError(PyTritonTorchError):
-    """The channel between Triton's proxy model and this process broke."""
+    """The channel between Triton's proxy model and this process broke.
+
+    The serving process exited, the connection was closed (server stopping, model unloading) or
+    could not be made; a failed request gets its message.
+    """
 
 
 # PyTriton-compatible names.

@@ -774,7 +774,7 @@ class Triton:
 
     def _load_at_start(self, model: BoundModel) -> None:
         """Load a model bound before start; repository models that fail are reported, not fatal."""
-        on_load_error = getattr(model, "on_load_error", None)
+        on_load_error = model.on_load_error
         try:
             self._load(model)
         except (PyTritonTorchModelError, PyTritonTorchValidationError) as exc:  # e.g. a bad warm-up sample
@@ -845,7 +845,7 @@ def _torch_callables(model_name: str, fns: list[Callable[..., Any]], device: Any
 
     devices = resolve_devices(device, len(fns), f"model {model_name!r}: ")
     return [
-        fn if getattr(fn, "takes_torch", False) else TorchInfer(fn, dev, model_name=model_name)
+        fn if isinstance(fn, TorchInfer) else TorchInfer(fn, dev, model_name=model_name)
         for fn, dev in zip(fns, devices, strict=True)
     ]
 

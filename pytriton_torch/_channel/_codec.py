@@ -1,8 +1,8 @@
 """Packing tensors into a message (msgpack header + raw frames + shared memory) and back.
 
 A tensor travels as a descriptor ``[name, datatype, shape, frame, offset, nbytes]``:
-``frame >= 0`` is the index of a raw ZeroMQ frame holding the bytes; ``frame == -1`` means the
-bytes are at ``offset`` in the message's shared-memory segment. BYTES tensors are serialised as
+``frame >= 0`` is the index of a raw frame of the message (see ``_transport``) holding the
+bytes; ``frame == -1`` means the bytes are at ``offset`` in the message's shared-memory segment. BYTES tensors are serialised as
 Triton does (4-byte little-endian length before each element), so trailing NUL bytes survive.
 """
 
@@ -18,7 +18,7 @@ from ._bytes import deserialize_bytes, serialize_bytes
 from ._shm import ShmReader, ShmWriter, segment_aligned_size
 
 INLINE_LIMIT = 64 * 1024
-"""Tensors up to this many bytes travel inside the ZeroMQ message; larger ones in shared memory."""
+"""Tensors up to this many bytes travel inside the channel message; larger ones in shared memory."""
 
 Descriptor = list[Any]
 
@@ -101,6 +101,6 @@ def unpack(
             out[name] = deserialize_bytes(buffer, shape)
         else:
             array = np.frombuffer(buffer, dtype=triton_to_numpy(datatype)).reshape(shape)
-            # Callers get writable arrays: read-only frames (ZeroMQ's) are copied; they are small.
+            # Callers get writable arrays: read-only frames (the zmq transport's) are copied; they are small.
             out[name] = array if array.flags.writeable else array.copy()
     return out

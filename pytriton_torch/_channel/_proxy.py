@@ -25,21 +25,18 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
 
 from .._dtypes import BF16_DTYPE
+from ..exceptions import PyTritonTorchChannelError, PyTritonTorchError, PyTritonTorchTimeoutError
 from . import _protocol as proto
 from ._bytes import install_stub_helpers
 from ._codec import Packer, unpack
 from ._metrics import ChannelMetrics
 from ._shm import ShmReader, ShmWriter, pid_alive
-from ._transport import ClientEndpoint
+from ._transport import ChannelClosed, ClientEndpoint
 
 _POLL_MS = 200
 _CHECK_S = 0.1  # streams: how often the reader checks for cancelled clients and timed-out streams
 
 install_stub_helpers(pb_utils)  # this stub converts BYTES tensors with our vectorised codec
-
-
-class _WorkerGone(Exception):
-    pass
 
 
 class _Stream:
@@ -107,7 +104,9 @@ class TritonPythonModel:
         self._sock.send([proto.dumps({"t": proto.HELLO, "id": self._next_id, "pid": os.getpid()})])
         header, _ = self._receive(self._next_id, timeout_s)
         if header["t"] != proto.WELCOME:
-            raise RuntimeError(f"model {self._model_name!r}: unexpected handshake answer {header['t']!r}")
+            raise PyTritonTorchChannelError(
+                f"model {self._model_name!r}: unexpected handshake answer {header['t']!r}"
+            )
 
     def _receive(self, expected_id: int, timeout_s: float | None) -> tuple[dict[str, Any], list[Any]]:
         """Wait for the answer to ``expected_id``; stale answers (to timed-out calls) are dropped."""
@@ -115,9 +114,9 @@ class TritonPythonModel:
         while True:
             if not self._sock.poll(_POLL_MS):
                 if not pid_alive(self._owner_pid):
-                    raise _WorkerGone(f"the process serving model {self._model_name!r} has exited")
+                    raise PyTritonTorchChannelError(f"the process serving model {self._model_name!r} has exited")
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(
+                    raise PyTritonTorchTimeoutError(
                         f"model {self._model_name!r}: no answer from the infer function within {timeout_s:g}s"
                     )
                 continue
@@ -172,7 +171,7 @@ class TritonPythonModel:
             self._sock.send([proto.dumps(header), *frames])
             answer, frames = self._receive(call_id, self._infer_timeout)
         except Exception as exc:  # every request of the batch gets the error; the model keeps serving
-            return self._fail(requests, _message(exc))
+            return self._fail(requests, self._message(exc))
         if answer["t"] == proto.ERR:
             return self._fail(requests, answer["msg"])
         if self._metrics is not None:
@@ -226,16 +225,16 @@ class TritonPythonModel:
                 self._end_stream(call_id)
                 raise
         except Exception as exc:
-            self._fail_stream(senders, _message(exc), ids)
+            self._fail_stream(senders, self._message(exc), ids)
 
     def _wait_for_a_stream_slot(self) -> None:
         """Block while the instance serves ``max_concurrent_streams`` streams (Triton queues the rest)."""
         with self._streams_changed:
             while len(self._streams) >= self._max_streams:
                 if self._stopping:
-                    raise _WorkerGone(f"model {self._model_name!r} is being unloaded")
+                    raise PyTritonTorchChannelError(f"model {self._model_name!r} is being unloaded")
                 if not pid_alive(self._owner_pid):
-                    raise _WorkerGone(f"the process serving model {self._model_name!r} has exited")
+                    raise PyTritonTorchChannelError(f"the process serving model {self._model_name!r} has exited")
                 self._streams_changed.wait(_POLL_MS / 1000)
 
     def _end_stream(self, call_id: int) -> _Stream | None:
@@ -253,7 +252,7 @@ class TritonPythonModel:
             except Exception as exc:  # the channel broke (worker gone): fail what is open
                 if self._stopping:
                     return
-                self._fail_all_streams(_message(exc))
+                self._fail_all_streams(self._message(exc))
                 if not pid_alive(self._owner_pid):
                     return
                 time.sleep(_CHECK_S)
@@ -274,7 +273,7 @@ class TritonPythonModel:
             stream = self._end_stream(call_id)
             if stream is not None:
                 self._cancel_worker(call_id, "its answer could not be delivered")
-                self._fail_stream(stream.senders, _message(exc), stream.request_ids, stream.live)
+                self._fail_stream(stream.senders, self._message(exc), stream.request_ids, stream.live)
 
     def _dispatch(self, answer: dict[str, Any], frames: list[Any]) -> None:
         call_id: int = answer.get("id", 0)
@@ -366,6 +365,14 @@ class TritonPythonModel:
             return None
         return [pb_utils.InferenceResponse(error=pb_utils.TritonError(_with_id(message, i))) for i in ids]
 
+    def _message(self, exc: BaseException) -> str:
+        """The error text the client gets for an exception on the proxy's side of the channel."""
+        if isinstance(exc, ChannelClosed):  # transport-level: say which model's channel broke
+            return f"model {self._model_name!r}: the channel to the serving process broke ({exc})"
+        if isinstance(exc, PyTritonTorchError):  # raised here, with the model named
+            return str(exc)
+        return f"{type(exc).__name__}: {exc}"
+
     def finalize(self) -> None:
         if self._decoupled:
             self._stopping = True
@@ -388,6 +395,3 @@ def _nbytes(value: Any) -> int:
         return 4 * len(items) + sum(map(len, items))  # C-level: as_numpy() gives bytes elements
     return int(value.nbytes)
 
-
-def _message(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, TimeoutError | _WorkerGone) else f"{type(exc).__name__}: {exc}"

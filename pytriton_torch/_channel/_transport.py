@@ -32,13 +32,15 @@ from typing import Any
 
 import zmq
 
+from ..exceptions import PyTritonTorchChannelError
+
 TRANSPORTS = ("unix", "zmq")
 
 _COUNT = struct.Struct("<I")
 _ZMQ_SLICE_MS = 5  # multiplexed ZeroMQ: longest a sender waits for the receiving thread's poll
 
 
-class ChannelClosed(Exception):
+class ChannelClosed(PyTritonTorchChannelError):
     """The endpoint was closed (server stopping) or the peer went away."""
 
 
@@ -280,11 +282,16 @@ class ClientEndpoint:
             self._zsock.connect(f"ipc://{address}")
             return
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(address)
+        try:
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            raise PyTritonTorchChannelError(f"cannot connect to the worker socket {address}: {exc}") from exc
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         self._stream = _UnixStream(sock)
 
     def send(self, frames: Sequence[Any]) -> None:
+        """Send one message; raises :class:`ChannelClosed` when the connection is gone."""
         if not self._multiplexed:
             self._send(frames)
             return
@@ -294,8 +301,11 @@ class ClientEndpoint:
     def _send(self, frames: Sequence[Any]) -> None:
         if self.kind == "zmq":
             self._zsock.send_multipart(list(frames), copy=False)
-        else:
+            return
+        try:
             self._stream.send(frames)
+        except OSError as exc:  # e.g. BrokenPipeError: the worker's end was closed
+            raise ChannelClosed(f"{type(exc).__name__}: {exc}") from exc
 
     def poll(self, timeout_ms: int) -> bool:
         if self.kind == "zmq":
@@ -323,10 +333,14 @@ class ClientEndpoint:
         return bool(ready)
 
     def recv(self) -> list[Any]:
+        """Receive one message; raises :class:`ChannelClosed` when the connection is gone."""
         if self.kind == "zmq":
             with self._lock:  # uncontended unless multiplexed
                 return [f.buffer for f in self._zsock.recv_multipart(copy=False)]
-        return self._stream.recv()
+        try:
+            return self._stream.recv()
+        except OSError as exc:  # e.g. ConnectionResetError
+            raise ChannelClosed(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         if self.kind == "zmq":

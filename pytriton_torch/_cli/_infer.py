@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .._dtypes import triton_to_numpy, wire_datatype
+from ..exceptions import PyTritonTorchValidationError
 from ._exit import CliError, ExitCode
 
 
@@ -86,15 +88,13 @@ def parse_inputs(items: Sequence[str]) -> dict[str, Any]:
 
 def to_array(model: str, spec: InputSpec, value: Any, batching: bool) -> np.ndarray:
     """Convert ``value`` to the input's dtype; add the batch axis when the model batches and it is missing."""
-    from tritonclient.utils import triton_to_np_dtype
-
     try:
         if spec.datatype == "BYTES":
             array = np.asarray(value, dtype=object)
             array = np.vectorize(_to_bytes, otypes=[object])(array) if array.size else array
         else:
-            array = np.asarray(value).astype(triton_to_np_dtype(spec.datatype), copy=False)
-    except (ValueError, TypeError) as exc:
+            array = np.asarray(value).astype(triton_to_numpy(spec.datatype), copy=False)
+    except (ValueError, TypeError, PyTritonTorchValidationError) as exc:
         raise CliError(
             f"model {model!r} input {spec.name!r}: cannot convert the value to {spec.datatype} ({exc})",
             ExitCode.USAGE,
@@ -309,15 +309,13 @@ def infer(
 
 def to_json(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Outputs as ``{name: {"datatype", "shape", "data"}}``; BYTES become text (invalid UTF-8 escaped)."""
-    from tritonclient.utils import np_to_triton_dtype
-
     doc: dict[str, Any] = {}
     for name, array in outputs.items():
         if array.dtype == object or array.dtype.kind == "S":
             data = np.vectorize(_to_text, otypes=[object])(array).tolist() if array.size else []
         else:
             data = array.tolist()
-        doc[name] = {"datatype": np_to_triton_dtype(array.dtype), "shape": list(array.shape), "data": data}
+        doc[name] = {"datatype": wire_datatype(array.dtype), "shape": list(array.shape), "data": data}
     return doc
 
 

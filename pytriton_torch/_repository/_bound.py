@@ -82,7 +82,6 @@ class RepositoryModel(BoundModel):
         self.runners = {version: list(fns) for version, fns in runners.items()}
         self.base = base
         self.source = source
-        self.on_load_error = on_load_error
         fns = [fn for version in sorted(runners) for fn in runners[version]]
         super().__init__(
             base.name,
@@ -92,6 +91,7 @@ class RepositoryModel(BoundModel):
             config,
             version=min(runners),
             strict=False,
+            on_load_error=on_load_error,
         )
         self.read_warmup_file = warmup_file_reader(source, base.name)
 

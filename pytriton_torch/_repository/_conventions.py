@@ -22,24 +22,16 @@ from typing import Any
 import torch
 from tritonclient.grpc import model_config_pb2 as pb
 
+from .._dtypes import config_type, triton_of_torch
 from ..exceptions import PyTritonTorchInferenceError, PyTritonTorchModelError
 
 _NAMED_INDEX = re.compile(r"^.+__(\d+)$")
 
-TORCH_BY_TYPE: dict[str, torch.dtype | None] = {
-    "TYPE_BOOL": torch.bool,
-    "TYPE_UINT8": torch.uint8,
-    "TYPE_INT8": torch.int8,
-    "TYPE_INT16": torch.int16,
-    "TYPE_INT32": torch.int32,
-    "TYPE_INT64": torch.int64,
-    "TYPE_FP16": torch.float16,
-    "TYPE_FP32": torch.float32,
-    "TYPE_FP64": torch.float64,
-    "TYPE_BF16": torch.bfloat16,
-    "TYPE_STRING": None,  # List[str]
-}
-_TYPE_BY_TORCH = {dtype: name for name, dtype in TORCH_BY_TYPE.items() if dtype is not None}
+# The datatypes the libtorch backend serves (TYPE_STRING: List[str]); the dtype table is _dtypes.
+LIBTORCH_TYPES = frozenset(
+    config_type(name)
+    for name in ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16", "BYTES")
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +56,7 @@ def tensor_specs(config: pb.ModelConfig) -> tuple[list[TensorSpec], list[TensorS
     for kind, tensors, out in (("input", config.input, inputs), ("output", config.output, outputs)):
         for tensor in tensors:
             type_name = pb.DataType.Name(tensor.data_type)
-            if type_name not in TORCH_BY_TYPE:
+            if type_name not in LIBTORCH_TYPES:
                 raise PyTritonTorchModelError(
                     f"unsupported datatype {type_name} for {kind} '{tensor.name}' for model '{model}'"
                 )
@@ -76,7 +68,8 @@ def tensor_specs(config: pb.ModelConfig) -> tuple[list[TensorSpec], list[TensorS
 
 
 def type_name_of(tensor: torch.Tensor) -> str:
-    return _TYPE_BY_TORCH.get(tensor.dtype, f"TYPE_{str(tensor.dtype).removeprefix('torch.').upper()}")
+    name = triton_of_torch(tensor.dtype)
+    return config_type(name) if name is not None else f"TYPE_{str(tensor.dtype).removeprefix('torch.').upper()}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._batching import gather, split
 from .._dtypes import torch_to_wire, wire_to_torch
 from .._types import Request
 from ..exceptions import PyTritonTorchInferenceError
@@ -99,16 +100,13 @@ class RepositoryRunner:
             torch.cuda.empty_cache()
         if len(requests) == 1:
             return [host]
-        bounds = np.cumsum(sizes or [1] * len(requests))[:-1]
-        split: dict[str, list[np.ndarray]] = {}
-        for name, array in host.items():
-            if array.ndim == 0 or array.shape[0] != total:
-                raise PyTritonTorchInferenceError(
-                    f"model {self.model!r}: output {name!r} has {'no batch axis' if array.ndim == 0 else f'{array.shape[0]} rows'}; "
-                    f"expected {total} (the batch Triton formed)"
-                )
-            split[name] = np.split(array, bounds)
-        return [{name: parts[i] for name, parts in split.items()} for i in range(len(requests))]
+        return split(host, sizes or [1] * len(requests), mismatch=self._mismatch)
+
+    def _mismatch(self, name: str, array: Any, total: int) -> Exception:
+        got = "no batch axis" if array.ndim == 0 else f"{array.shape[0]} rows"
+        return PyTritonTorchInferenceError(
+            f"model {self.model!r}: output {name!r} has {got}; expected {total} (the batch Triton formed)"
+        )
 
     @contextlib.contextmanager
     def _context(self) -> Any:
@@ -129,7 +127,7 @@ class RepositoryRunner:
                 raise PyTritonTorchInferenceError(
                     f"model {self.model!r}: input {spec.name!r} (TYPE_STRING) is not valid UTF-8"
                 ) from None
-        array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        array = gather(arrays)
         tensor = wire_to_torch(array)
         return tensor.to(self.device, non_blocking=True) if self.device.type != "cpu" else tensor
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .._dtypes import wire_to_torch
+from .._model import PinningInfer
 from .._types import Request
 from ..model_config import DeviceKind
 from ._errors import translate
@@ -83,10 +84,8 @@ class PinnedSegments:
             torch.cuda.cudart().cudaHostUnregister(address)  # type: ignore[no-untyped-call]
 
 
-class TorchInfer:
+class TorchInfer(PinningInfer):
     """Wraps an infer callable so that it gets torch tensors on ``device`` (see module docstring)."""
-
-    takes_torch = True
 
     def __init__(self, fn: Callable[..., Any], device: torch.device, *, model_name: str) -> None:
         self.__wrapped__ = fn  # lets bind() find decorators and inject the Triton context

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._batching import gather, split
 from .._dtypes import torch_to_wire
 from .._types import Request
-from ..exceptions import PyTritonTorchValidationError
+from ..exceptions import PyTritonTorchInferenceError, PyTritonTorchValidationError
 from ._spec import flatten_outputs
 
 LOGGER = logging.getLogger("pytriton_torch.torch")
@@ -103,18 +104,20 @@ class ModuleRunner:
             return flatten_outputs(self._method(*tensors), self._what)
 
     def __call__(self, requests: list[Request]) -> list[dict[str, np.ndarray]]:
-        tensors: list[torch.Tensor] = []
-        for name in self._inputs:
-            parts: list[Any] = [r[name] for r in requests]  # torch tensors (bound with tensors="torch")
-            tensors.append(parts[0] if len(parts) == 1 else torch.cat(parts))
-        sizes = [int(r[self._inputs[0]].shape[0]) for r in requests] if self._batching else []
+        # torch tensors (bound with tensors="torch")
+        tensors: list[torch.Tensor] = [gather([r[name] for r in requests]) for name in self._inputs]
         outputs = self.run(tensors)
         host = self._to_host(outputs)
         if len(requests) == 1:
             return [host]
-        bounds = np.cumsum(sizes)[:-1]
-        per_output = {name: np.split(value, bounds) for name, value in host.items()}
-        return [{name: parts[i] for name, parts in per_output.items()} for i in range(len(requests))]
+        sizes = [int(r[self._inputs[0]].shape[0]) for r in requests]
+        return split(host, sizes, mismatch=self._mismatch)
+
+    def _mismatch(self, name: str, value: Any, total: int) -> Exception:
+        got = f"{value.shape[0]} rows" if value.ndim else "no batch axis"
+        return PyTritonTorchInferenceError(
+            f"{self._what}: output {name!r} has {got}; expected {total} (the batch Triton formed)"
+        )
 
     def _to_host(self, outputs: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Served outputs as host arrays: queued device-to-host copies, then one synchronisation."""

@@ -6,36 +6,22 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from .._dtypes import BF16
+from .._dtypes import numpy_of_torch, torch_names
 from ..exceptions import PyTritonTorchValidationError
 from ..model_config import Tensor
-
-_NUMPY_BY_TORCH: dict[torch.dtype, Any] = {
-    torch.bool: np.bool_,
-    torch.uint8: np.uint8,
-    torch.int8: np.int8,
-    torch.int16: np.int16,
-    torch.int32: np.int32,
-    torch.int64: np.int64,
-    torch.float16: np.float16,
-    torch.float32: np.float32,
-    torch.float64: np.float64,
-    torch.bfloat16: BF16,
-}
 
 
 def numpy_dtype(dtype: torch.dtype, what: str) -> Any:
     """Numpy dtype that carries a torch dtype over Triton."""
-    try:
-        return _NUMPY_BY_TORCH[dtype]
-    except KeyError:
-        supported = ", ".join(str(d).removeprefix("torch.") for d in _NUMPY_BY_TORCH)
+    numpy_type = numpy_of_torch(dtype)
+    if numpy_type is None:
         raise PyTritonTorchValidationError(
-            f"{what} has dtype {dtype}, which Triton cannot carry through this server; expected one of {supported}"
-        ) from None
+            f"{what} has dtype {dtype}, which Triton cannot carry through this server; "
+            f"expected one of {', '.join(torch_names())}"
+        )
+    return numpy_type
 
 
 def input_names(method: Callable[..., Any], count: int, what: str) -> list[str]:

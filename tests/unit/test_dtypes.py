@@ -126,3 +126,45 @@ def test_bf16_round_trip_through_torch_is_exact_and_zero_copy() -> None:
     back = wire_to_torch(array)
     assert back.dtype == torch.bfloat16 and torch.equal(back, tensor)
     assert back.data_ptr() == array.ctypes.data  # a view, not a copy
+
+
+@pytest.mark.parametrize(("name", "config"), [("FP32", "TYPE_FP32"), ("BF16", "TYPE_BF16"), ("BYTES", "TYPE_STRING")])
+def test_config_type(name: str, config: str) -> None:
+    from pytriton_torch._dtypes import config_type
+
+    assert config_type(name) == config
+
+
+def test_torch_lookups_cover_every_torch_dtype_with_a_triton_name() -> None:
+    import torch
+
+    from pytriton_torch._dtypes import numpy_of_torch, torch_names, triton_of_torch
+
+    for torch_name in torch_names():
+        dtype = getattr(torch, torch_name)
+        triton = triton_of_torch(dtype)
+        assert triton is not None
+        assert np.dtype(triton_to_numpy(triton)) == np.dtype(numpy_of_torch(dtype))
+        assert numpy_of_torch(dtype) == normalize_spec_dtype(dtype)
+    assert triton_of_torch(torch.bfloat16) == "BF16"
+    assert numpy_of_torch(torch.bfloat16) is BF16
+    assert triton_of_torch(torch.float32) == "FP32"
+    assert triton_of_torch(torch.complex64) is None
+    assert numpy_of_torch(torch.complex64) is None
+
+
+def test_no_other_module_keeps_a_dtype_table() -> None:
+    """Maps of torch/numpy dtypes to Triton names live only in _dtypes.py."""
+    import pathlib
+    import re
+
+    import pytriton_torch
+
+    root = pathlib.Path(pytriton_torch.__file__).parent
+    table = re.compile(r"^\s*(torch\.float32|np\.float32|\"(TYPE_)?FP32\")\s*:", re.M)
+    offenders = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name != "_dtypes.py" and table.search(path.read_text())
+    ]
+    assert offenders == []

@@ -78,3 +78,40 @@ def test_device_kind_is_a_device() -> None:
     else:
         with pytest.raises(PyTritonTorchValidationError, match="CUDA is not available"):
             resolve_device(DeviceKind.KIND_GPU)
+
+
+def test_bind_wraps_by_type_not_by_a_marker_attribute() -> None:
+    """Only a TorchInfer is passed through as is; a user callable with a look-alike attribute is wrapped."""
+    from pytriton_torch._model import PinningInfer
+    from pytriton_torch.triton import _torch_callables
+
+    class LooksWrapped:
+        takes_torch = True
+        pinned = object()  # not a PinningInfer: its workers must not use it as segment hooks
+
+        def __call__(self, requests: list[Request]) -> list[dict[str, torch.Tensor]]:
+            return [{"y": r["x"]} for r in requests]
+
+    user = LooksWrapped()
+    ours = TorchInfer(user, torch.device("cpu"), model_name="m")
+    wrapped, kept = _torch_callables("m", [user, ours], "cpu")
+    assert isinstance(wrapped, TorchInfer) and wrapped.__wrapped__ is user
+    assert kept is ours
+    assert isinstance(ours, PinningInfer) and not isinstance(user, PinningInfer)
+
+
+def test_bound_model_load_error_callback_is_an_explicit_argument() -> None:
+    from pytriton_torch._model import BoundModel
+    from pytriton_torch.model_config import Tensor
+
+    def fn(requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        return [{"y": r["x"]} for r in requests]
+
+    specs = ([Tensor(name="x", dtype=np.float32, shape=(1,))], [Tensor(name="y", dtype=np.float32, shape=(1,))])
+    plain = BoundModel("m", [fn], *specs, ModelConfig(), version=1, strict=True)
+    assert plain.on_load_error is None
+    failures: list[str] = []
+    reporting = BoundModel("m", [fn], *specs, ModelConfig(), version=1, strict=True, on_load_error=failures.append)
+    assert reporting.on_load_error is not None
+    reporting.on_load_error("boom")
+    assert failures == ["boom"]
