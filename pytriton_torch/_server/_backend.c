@@ -314,6 +314,9 @@ static int fail_msg(char *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, PTT_ERRLEN, fmt, ap);
     va_end(ap);
+    for (char *c = err; *c; c++) /* names from the worker may hold any byte: keep the text printable */
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+            *c = '?';
     return -1;
 }
 
@@ -416,6 +419,9 @@ static int parse_answer(const uint8_t *buf, size_t len, ptt_answer *a, char *err
         if (mp_is(&key, "t")) {
             if (mp_next(&r, &o) || o.type != MP_STR || o.u >= sizeof a->kind)
                 return fail_msg(err, "'t' is not a short string");
+            for (uint64_t c = 0; c < o.u; c++)
+                if (o.data[c] < 'a' || o.data[c] > 'z')
+                    return fail_msg(err, "'t' is not a message kind");
             memcpy(a->kind, o.data, o.u);
             a->kind[o.u] = 0;
         } else if (mp_is(&key, "id")) {
@@ -1088,6 +1094,7 @@ static int receive_answer(instance_state *s, int64_t id, double timeout_s, ptt_a
 {
     uint64_t deadline = timeout_s > 0 ? now_ns() + (uint64_t)(timeout_s * 1e9) : 0;
     for (;;) {
+        memset(a, 0, sizeof *a);
         int ready = wait_readable(s, deadline, s->model->spin_us, err);
         if (ready < 0)
             return -1;
