@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import pathlib
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ml_dtypes
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -15,6 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from pytriton_torch import ModelConfig, Request, Tensor, Triton
 from pytriton_torch.exceptions import PyTritonTorchValidationError
+from tests.conftest import free_port
 from tests.integration.conftest import children, make_config
 
 F32 = np.float32
@@ -169,3 +176,62 @@ def test_native_needs_the_unix_channel() -> None:
         Triton(backend="native", channel="zmq")
     with pytest.raises(PyTritonTorchValidationError, match="backend='cuda' is not supported"):
         Triton(backend="cuda")
+
+
+OWNER_SCRIPT = textwrap.dedent(
+    """
+    import pathlib, time
+    import numpy as np
+    from pytriton_torch import ModelConfig, Tensor, Triton, TritonConfig
+
+    def stuck(requests):
+        pathlib.Path({marker!r}).touch()
+        time.sleep(600)
+
+    config = TritonConfig(http_port={http}, grpc_port={grpc}, metrics_port={metrics}, exit_timeout_secs=120)
+    with Triton(config=config, backend="native") as triton:
+        triton.bind("stuck", stuck, [Tensor(name="x", dtype=np.float32, shape=(-1,))],
+                    [Tensor(name="y", dtype=np.float32, shape=(-1,))], config=ModelConfig(max_batch_size=2))
+        print("READY", flush=True)
+        triton.serve()
+    """
+)
+
+
+def test_killed_owner_fails_the_request_in_flight_and_the_server_exits(tmp_path: pathlib.Path) -> None:
+    http = free_port()
+    marker = tmp_path / "entered"
+    script = tmp_path / "server.py"
+    script.write_text(
+        OWNER_SCRIPT.format(marker=str(marker), http=http, grpc=free_port(), metrics=free_port())
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("READY"), (line, proc.stderr.read() if proc.stderr else "")
+        server = next(
+            p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "tritonserver"
+        )
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{http}", network_timeout=300)
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(client.infer, "stuck", [_x([1])])
+            deadline = time.monotonic() + 60
+            while not marker.exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            started = time.monotonic()
+            proc.kill()
+            # The backend sees the worker's socket close (and the owner pid gone): the request
+            # fails at once, not after the infer function's 600 s or exit_timeout_secs.
+            failure = in_flight.exception(timeout=60)
+        assert isinstance(failure, InferenceServerException), failure
+        assert "has exited" in str(failure) or "closed its connection" in str(failure), failure
+        assert time.monotonic() - started < 30
+        client.close()  # tritonserver's shutdown waits for open HTTP connections
+        server.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
