@@ -181,7 +181,10 @@ class BoundModel:
         on_fatal: Callable[[str], None],
         on_stub_lost: Callable[[str], None] | None = None,
     ) -> None:
-        lost = None if on_stub_lost is None else (lambda: on_stub_lost(self.name))
+        # A native instance lives in tritonserver itself: its connection closes only when Triton
+        # unloads it (or a broken message made it reconnect), never because a stub died.
+        native = self.backend == "native"
+        lost = None if on_stub_lost is None or native else (lambda: on_stub_lost(self.name))
         self.workers = []
         for index, fn in self.instance_slots():
             pinned = getattr(fn, "pinned", None)  # torch opt-in on CUDA: page-lock mapped segments

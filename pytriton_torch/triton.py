@@ -124,7 +124,8 @@ class Triton:
         backend: Who forwards batches inside tritonserver: ``"python"`` (default: the proxy in
             Triton's Python-backend stub, one stub process per instance) or ``"native"`` (opt-in,
             experimental: our own C backend, compiled at first use, talks to this process directly;
-            no stub process). Also ``PYTRITON_TORCH_BACKEND``. The native backend serves
+            no stub process). Also ``PYTRITON_TORCH_BACKEND`` (ignored, with a warning, for the
+            ``zmq`` channel). The native backend serves
             non-streaming models bound with ``bind``/``bind_module`` over the ``unix`` channel;
             streaming (decoupled) and repository models keep the Python backend. The default stays
             ``"python"`` until the whole test suite passes on the native backend.
@@ -151,9 +152,16 @@ class Triton:
                 f"backend={self._backend!r} is not supported; expected one of {', '.join(BACKENDS)}"
             )
         if self._backend == "native" and self._channel != "unix":
-            raise PyTritonTorchValidationError(
-                f"backend='native' speaks the 'unix' channel only; channel={self._channel!r} needs backend='python'"
+            if backend is not None:
+                raise PyTritonTorchValidationError(
+                    f"backend='native' speaks the 'unix' channel only; channel={self._channel!r} needs "
+                    "backend='python'"
+                )
+            LOGGER.warning(
+                "PYTRITON_TORCH_BACKEND=native is not used: the %r channel needs the Python backend",
+                self._channel,
             )
+            self._backend = "python"
         self._spin_us = float(os.environ.get("PYTRITON_TORCH_CHANNEL_SPIN_US", channel_spin_us))
         self._config = (config or TritonConfig()).merged_over(TritonConfig.from_env())
         check_root_length(workspace)

@@ -913,6 +913,9 @@ typedef struct {
     uint64_t inbox_cap;
     uint8_t *scratch;        /* inline tensors gathered from several Triton buffers */
     uint64_t scratch_cap;
+    const uint8_t **frame_data; /* frames of the last message received (PTT_MAX_FRAMES entries) */
+    uint64_t *frame_len;
+    mp_writer json;          /* a request's parameters */
 } instance_state;
 
 /* Waits until the socket is readable (spinning briefly first), the deadline passes (0: none), or
@@ -945,6 +948,21 @@ static int wait_readable(instance_state *s, uint64_t deadline, double spin_us, c
         if (!pid_alive(s->model->owner_pid))
             return fail_msg(err, "the process serving model '%s' has exited", s->model->name);
     }
+}
+
+static void instance_free(instance_state *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    writer_release(&s->writer);
+    reader_release(&s->reader);
+    free(s->header.buf);
+    free(s->json.buf);
+    free(s->inbox);
+    free(s->scratch);
+    free(s->frame_data);
+    free(s->frame_len);
+    free(s);
 }
 
 static void disconnect(instance_state *s)
@@ -1156,20 +1174,16 @@ static int connect_worker(instance_state *s, double timeout_s, char *err)
     mw_str(h, "id"); mw_int(h, id);
     mw_str(h, "pid"); mw_int(h, (int64_t)getpid());
     ptt_answer a;
-    const uint8_t **frame_data = malloc(sizeof *frame_data * PTT_MAX_FRAMES);
-    uint64_t *frame_len = malloc(sizeof *frame_len * PTT_MAX_FRAMES);
     uint64_t nframes;
     int rc = -1;
-    if (frame_data == NULL || frame_len == NULL || h->failed) {
+    if (h->failed) {
         fail_msg(err, "out of memory");
     } else if (send_message(s, h->buf, h->len, NULL, 0, err) == 0 &&
-               receive_answer(s, id, timeout_s, &a, frame_data, frame_len, &nframes, err) == 0) {
+               receive_answer(s, id, timeout_s, &a, s->frame_data, s->frame_len, &nframes, err) == 0) {
         rc = strcmp(a.kind, "welcome") == 0 ? 0 : fail_msg(err, "model '%s': unexpected handshake answer '%s'",
                                                             s->model->name, a.kind);
         answer_free(&a);
     }
-    free(frame_data);
-    free(frame_len);
     if (rc)
         disconnect(s);
     return rc;
@@ -1252,18 +1266,20 @@ EXPORT TRITONSERVER_Error *TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_M
     s->reader.fd = -1;
     snprintf(s->socket_path, sizeof s->socket_path, "%s.%ld", m->endpoint, index);
     snprintf(s->shm_prefix, sizeof s->shm_prefix, "%s-%ld-%ld-req", m->shm_prefix, index, (long)getpid());
+    s->frame_data = malloc(sizeof *s->frame_data * PTT_MAX_FRAMES);
+    s->frame_len = malloc(sizeof *s->frame_len * PTT_MAX_FRAMES);
     char err[PTT_ERRLEN];
+    if (s->frame_data == NULL || s->frame_len == NULL) {
+        instance_free(s);
+        return errorf(TRITONSERVER_ERROR_INTERNAL, "out of memory");
+    }
     if (connect_worker(s, m->connect_timeout_s, err)) {
-        free(s->header.buf);
-        free(s);
+        instance_free(s);
         return TRITONSERVER_ErrorNew(TRITONSERVER_ERROR_UNAVAILABLE, err);
     }
     e = TRITONBACKEND_ModelInstanceSetState(instance, s);
-    if (e != NULL) {
-        disconnect(s);
-        free(s->header.buf);
-        free(s);
-    }
+    if (e != NULL)
+        instance_free(s);
     return e;
 }
 
@@ -1271,16 +1287,8 @@ EXPORT TRITONSERVER_Error *TRITONBACKEND_ModelInstanceFinalize(TRITONBACKEND_Mod
 {
     void *vs = NULL;
     TRITONSERVER_Error *e = TRITONBACKEND_ModelInstanceState(instance, &vs);
-    instance_state *s = vs;
-    if (s != NULL) {
-        disconnect(s);
-        writer_release(&s->writer);
-        reader_release(&s->reader);
-        free(s->header.buf);
-        free(s->inbox);
-        free(s->scratch);
-        free(s);
-    }
+    if (vs != NULL)
+        instance_free(vs);
     return e;
 }
 
@@ -1510,13 +1518,13 @@ static void run_batch(instance_state *s, request_ref *reqs, uint32_t nreqs, inpu
     if (!accepted)
         return;
     struct iovec *frames = calloc(ninputs ? ninputs : 1, sizeof *frames);
-    const uint8_t **frame_data = malloc(sizeof *frame_data * PTT_MAX_FRAMES);
-    uint64_t *frame_len = malloc(sizeof *frame_len * PTT_MAX_FRAMES);
-    mp_writer json = {0};
+    const uint8_t **frame_data = s->frame_data;
+    uint64_t *frame_len = s->frame_len;
+    mp_writer *json = &s->json;
     ptt_answer a = {0};
     bool have_answer = false;
     uint32_t nframes = 0;
-    if (frames == NULL || frame_data == NULL || frame_len == NULL) {
+    if (frames == NULL) {
         fail_msg(err, "out of memory");
         goto done;
     }
@@ -1594,7 +1602,7 @@ static void run_batch(instance_state *s, request_ref *reqs, uint32_t nreqs, inpu
     for (uint32_t k = 0; k < nreqs; k++) {
         if (reqs[k].error[0])
             continue;
-        if (parameters_json(reqs[k].request, &json, err))
+        if (parameters_json(reqs[k].request, json, err))
             goto done;
         uint32_t nout = 0;
         if (take_error(TRITONBACKEND_RequestOutputCount(reqs[k].request, &nout), err, "requested outputs"))
@@ -1611,7 +1619,7 @@ static void run_batch(instance_state *s, request_ref *reqs, uint32_t nreqs, inpu
             }
         qsort(names, nout, sizeof *names, cmp_str);
         mw_array(h, 3);
-        mw_strn(h, (const char *)json.buf, json.len);
+        mw_strn(h, (const char *)json->buf, json->len);
         mw_array(h, nout);
         for (uint32_t o = 0; o < nout; o++)
             mw_str(h, names[o]);
@@ -1664,17 +1672,11 @@ static void run_batch(instance_state *s, request_ref *reqs, uint32_t nreqs, inpu
     }
     answer_free(&a);
     free(frames);
-    free(frame_data);
-    free(frame_len);
-    free(json.buf);
     return;
 done:
     if (have_answer)
         answer_free(&a);
     free(frames);
-    free(frame_data);
-    free(frame_len);
-    free(json.buf);
     if (!err[0])
         snprintf(err, sizeof err, "model '%s': the request failed", m->name);
     for (uint32_t k = 0; k < nreqs; k++)
