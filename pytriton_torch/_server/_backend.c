@@ -1539,6 +1539,10 @@ static void run_batch(instance_state *s, request_ref *reqs, uint32_t nreqs, inpu
     }
     if (!m->shm_prefix[0] || writer_reset(&s->writer, s->shm_prefix, shm_bytes, err))
         goto done;
+    /* The connection broke earlier (a malformed stream): one quick retry. Before the header is
+     * built: the handshake uses the same buffer. */
+    if (s->fd < 0 && connect_worker(s, 1.0, err))
+        goto done;
 
     mp_writer *h = &s->header;
     h->len = 0;
@@ -1632,8 +1636,6 @@ static void run_batch(instance_state *s, request_ref *reqs, uint32_t nreqs, inpu
         fail_msg(err, "out of memory");
         goto done;
     }
-    if (s->fd < 0 && connect_worker(s, 1.0, err)) /* the connection broke earlier: one quick retry */
-        goto done;
     *compute_start = now_ns();
     if (send_message(s, h->buf, h->len, frames, nframes, err)) {
         disconnect(s);

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pathlib
+import re
+import socket
+import struct
 import subprocess
 import sys
 import textwrap
@@ -12,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ml_dtypes
+import msgpack
 import numpy as np
 import psutil
 import pytest
@@ -235,3 +241,93 @@ def test_killed_owner_fails_the_request_in_flight_and_the_server_exits(tmp_path:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# -- a hostile worker: the infer function writes its own messages into the channel --------------------
+
+
+def _message(header: object, *frames: bytes) -> bytes:
+    parts = [msgpack.packb(header, use_bin_type=True), *frames]
+    return struct.pack(f"<I{len(parts)}Q", len(parts), *map(len, parts)) + b"".join(parts)
+
+
+def _ok(call_id: int, tensor: list[object], *frames: bytes, seg: str = "") -> bytes:
+    return _message({"t": "ok", "id": call_id, "resps": [[tensor]], "seg": seg, "fn": 0}, *frames)
+
+
+class Hostile:
+    """Infer function that, when asked, first sends the backend a crafted answer on its own socket."""
+
+    def __init__(self, ipc: pathlib.Path, segment: str) -> None:
+        self.ipc, self.segment = str(ipc), segment
+
+    def _channel(self) -> socket.socket:
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            with contextlib.suppress(OSError):
+                sock = socket.socket(fileno=os.dup(fd))
+                if (
+                    sock.family == socket.AF_UNIX
+                    and sock.type == socket.SOCK_STREAM
+                    and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                    and str(sock.getsockname()).startswith(self.ipc)
+                ):
+                    return sock
+                sock.close()
+        raise AssertionError("no channel socket found")
+
+    def __call__(self, requests: list[Request]) -> list[dict[str, Any]]:
+        mode, call_id = (int(v) for v in requests[0]["x"].reshape(-1)[:2])
+        crafted = {
+            1: _ok(call_id, ["y", "FP32", [1, 2], -1, 4090, 8], seg=self.segment),  # past the segment's end
+            2: _ok(call_id, ["y", "FP32", [1, 2], 5, 0, 8], bytes(8)),  # no such frame
+            3: _ok(call_id, ["y", "FP32", [1, 3], 0, 0, 8], bytes(8)),  # shape and size disagree
+            4: _ok(call_id, ["y", "FP32", [2**40, 2**40], 0, 0, 0], b""),  # shape overflows
+            5: _message([1, 2, 3]),  # a header that is not a map
+            6: _ok(call_id, ["y", "FP32", [1, 2], 0, 0, 2**62], bytes(8)),  # size beyond its frame
+            7: struct.pack("<I", 2**31),  # a broken stream: the backend drops the connection
+        }.get(mode)
+        if crafted is not None:
+            with self._channel() as sock:
+                sock.sendall(crafted)
+        return [{"y": r["x"]} for r in requests]
+
+
+HOSTILE_ERRORS = {
+    1: "lie outside the 4096-byte segment",
+    2: "frame 5 does not exist",
+    3: "do not match its shape and datatype FP32",
+    4: "the shape overflows",
+    5: "the header is not a map",
+    6: "its frame holds 8 bytes, not 4611686018427387904",
+    7: "the worker sent a message with 2147483648 frames",
+}
+
+
+def test_a_hostile_worker_fails_its_batches_and_never_the_server(tmp_path: pathlib.Path) -> None:
+    segment = f"ptt-test-{os.getpid()}-hostile"
+    (pathlib.Path("/dev/shm") / segment).write_bytes(bytes(4096))
+    try:
+        with Triton(config=make_config(), backend="native", workspace=tmp_path / "ws") as server:
+            assert server.workspace is not None
+            hostile = Hostile(server.workspace.ipc, segment)
+            server.bind(
+                "hostile",
+                hostile,
+                VEC,
+                [Tensor(name="y", dtype=F32, shape=(-1,))],
+                config=ModelConfig(max_batch_size=1),
+            )
+            client = _http(server)
+            call_id = 1  # the handshake's; each call takes the next id
+            for mode, expected in HOSTILE_ERRORS.items():
+                call_id += 1
+                with pytest.raises(InferenceServerException, match=re.escape(expected)):
+                    client.infer("hostile", [_x([mode, call_id])])
+                if mode == 7:
+                    call_id += 1  # the backend reconnects (a new handshake) on the next call
+                call_id += 1
+                answer = client.infer("hostile", [_x([0, call_id])]).as_numpy("y")
+                assert answer.tolist() == [[0, call_id]], mode
+            assert client.is_server_live() and client.is_model_ready("hostile")
+    finally:
+        (pathlib.Path("/dev/shm") / segment).unlink()
