@@ -58,7 +58,8 @@ except ImportError:  # CPU accounting is optional
     psutil = None
 
 HERE = pathlib.Path(__file__).resolve().parent
-SETUPS = ("limit", "pytriton", "pytriton_torch")
+SETUPS = ("limit", "pytriton", "pytriton_torch", "pytriton_torch_native")
+"""pytriton_torch_native: pytriton_torch with Triton(backend="native") (our C backend, no stub)."""
 MAX_BATCH_SIZE = 64
 
 # name -> (per-sample input shape, per-sample output shape)
@@ -406,7 +407,7 @@ def serve_main(setup: str, ports: str, style: str) -> None:
         from pytriton.triton import Triton, TritonConfig
 
         decorators = "pytriton.decorators"
-    elif setup == "pytriton_torch":
+    elif setup in ("pytriton_torch", "pytriton_torch_native"):
         from pytriton_torch import DynamicBatcher, ModelConfig, Tensor, Triton, TritonConfig
 
         decorators = "pytriton_torch.decorators"
@@ -429,7 +430,8 @@ def serve_main(setup: str, ports: str, style: str) -> None:
         return infer
 
     config = TritonConfig(http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
-    with Triton(config=config) as triton:
+    extra = {"backend": "native"} if setup == "pytriton_torch_native" else {}
+    with Triton(config=config, **extra) as triton:
         for name, (in_shape, out_shape) in MODELS.items():
             triton.bind(
                 model_name=name,
@@ -722,9 +724,24 @@ def get(results: dict[str, Any], setup: str, key: str, field: str) -> float | No
 
 
 def compute_ratios(results: dict[str, Any], image_key: str) -> dict[str, float | None]:
-    ours, pyt, lim = "pytriton_torch", "pytriton", "limit"
+    ours, pyt, lim, nat = "pytriton_torch", "pytriton", "limit", "pytriton_torch_native"
     tput = "throughput_rps"
     return {
+        "linear_c8_tput_native_over_ours": ratio(
+            get(results, nat, "linear_c8", tput), get(results, ours, "linear_c8", tput)
+        ),
+        "linear_c8_tput_native_over_limit": ratio(
+            get(results, nat, "linear_c8", tput), get(results, lim, "linear_c8", tput)
+        ),
+        "linear_c1_p50_native_over_ours": ratio(
+            get(results, nat, "linear_c1", "p50_ms"), get(results, ours, "linear_c1", "p50_ms")
+        ),
+        "linear_c1_p50_native_over_limit": ratio(
+            get(results, nat, "linear_c1", "p50_ms"), get(results, lim, "linear_c1", "p50_ms")
+        ),
+        "image_tput_native_over_ours": ratio(
+            get(results, nat, image_key, tput), get(results, ours, image_key, tput)
+        ),
         "linear_c8_tput_ours_over_pytriton": ratio(
             get(results, ours, "linear_c8", tput), get(results, pyt, "linear_c8", tput)
         ),

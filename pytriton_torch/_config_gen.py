@@ -51,13 +51,14 @@ def build_model_config(
     instance_count: int,
     device_kind: DeviceKind = DeviceKind.KIND_CPU,
     parameters: Mapping[str, str] | None = None,
+    backend: str = "python",
 ) -> pb.ModelConfig:
-    """Triton's ModelConfig protobuf for a bound Python-backend model."""
+    """Triton's ModelConfig protobuf for a bound model served by ``backend`` (Python backend by default)."""
     _check_names(model_name, "input", inputs)
     _check_names(model_name, "output", outputs)
     if not outputs:
         raise PyTritonTorchValidationError(f"model {model_name!r}: at least one output must be declared")
-    out = pb.ModelConfig(name=model_name, backend="python")
+    out = pb.ModelConfig(name=model_name, backend=backend)
     out.max_batch_size = config.max_batch_size if config.batching else 0
     for tensor in inputs:
         out.input.add(

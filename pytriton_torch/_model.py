@@ -64,6 +64,23 @@ class PinningInfer:
     pinned: SegmentHooks | None = None
 
 
+def native_settings(settings: dict[str, Any], model_name: str) -> str:
+    """The native backend's settings file: ``key=value`` lines (see ``_backend.c``, read_settings)."""
+    lines = {
+        "endpoint": proto.endpoint(settings[proto.P_IPC_DIR], model_name, 0).rsplit(".", 1)[0],
+        "shm_prefix": settings[proto.P_SHM_PREFIX],
+        "owner_pid": settings[proto.P_OWNER_PID],
+        "connect_timeout_s": settings[proto.P_CONNECT_TIMEOUT],
+        "infer_timeout_s": settings[proto.P_INFER_TIMEOUT],
+        "max_input_bytes": settings[proto.P_MAX_INPUT_BYTES],
+        "spin_us": settings[proto.P_SPIN_US],
+    }
+    text = "".join(f"{key}={value}\n" for key, value in lines.items())
+    if text.count("\n") != len(lines):
+        raise PyTritonTorchValidationError(f"model {model_name!r}: a setting holds a line break: {lines}")
+    return text
+
+
 class BoundModel:
     """Everything that belongs to one ``Triton.bind`` call.
 
@@ -120,6 +137,12 @@ class BoundModel:
         for fn in self.infer_fns:
             inject_context(fn, self.info)
         self.workers: list[InstanceWorker] = []
+        self.backend = "python"
+        """Who serves it in tritonserver: ``"python"`` (the proxy in a stub) or ``"native"`` (our C backend)."""
+
+    def native_capable(self) -> bool:
+        """Whether the native backend can serve this model yet (streaming models cannot)."""
+        return not self.info.decoupled
 
     def warm_up(self, loop: EventLoopThread) -> None:
         """Run the model's warm-up samples on every instance; raises PyTritonTorchModelError on failure."""
@@ -156,18 +179,23 @@ class BoundModel:
             proto.P_MAX_INPUT_BYTES: self.config.max_input_bytes or 0,
             proto.P_MAX_STREAMS: self.config.max_concurrent_streams,
         }
+        native = self.backend == "native"
         pb = build_model_config(
             self.name,
             self.info.inputs,
             self.info.outputs,
             self.config,
             instance_count=len(self.infer_fns),
+            backend=proto.NATIVE_BACKEND if native else "python",
         )
         folder = workspace.models / self.name
         (folder / str(self.version)).mkdir(parents=True, exist_ok=True)
         write_private(folder / proto.SETTINGS_FILE, json.dumps(settings))
+        if native:
+            write_private(folder / proto.NATIVE_SETTINGS_FILE, native_settings(settings, self.name))
         (folder / "config.pbtxt").write_text(to_pbtxt(pb))
-        (folder / str(self.version) / "model.py").write_text(SHIM)
+        if not native:
+            (folder / str(self.version) / "model.py").write_text(SHIM)
 
     def instance_slots(self) -> list[tuple[int, Callable[..., Any]]]:
         """(channel index, infer callable) per instance; repository models number them per version."""
@@ -183,7 +211,10 @@ class BoundModel:
         on_fatal: Callable[[str], None],
         on_stub_lost: Callable[[str], None] | None = None,
     ) -> None:
-        lost = None if on_stub_lost is None else (lambda: on_stub_lost(self.name))
+        # A native instance lives in tritonserver itself: its connection closes only when Triton
+        # unloads it (or a broken message made it reconnect), never because a stub died.
+        native = self.backend == "native"
+        lost = None if on_stub_lost is None or native else (lambda: on_stub_lost(self.name))
         self.workers = []
         for index, fn in self.instance_slots():
             pinned = fn.pinned if isinstance(fn, PinningInfer) else None  # torch on CUDA: page-lock segments

@@ -237,20 +237,21 @@ def check(
 
 @app.command()
 def build() -> None:
-    """Compile the small C library loaded into tritonserver, beside the package (for images without a compiler).
+    """Compile our small C libraries (preload, native backend) beside the package (for images without a compiler).
 
-    Without this step it is compiled at the first start and cached per user, which needs a C compiler
+    Without this step they are compiled at the first start and cached per user, which needs a C compiler
     on that machine. Run it as the user who installed pytriton_torch (root in a container build).
     """
-    from ._server._preload import build_packaged_library
+    from ._server._preload import build_packaged_backend, build_packaged_library
     from .exceptions import PyTritonTorchServerError
 
     try:
-        library = build_packaged_library()
+        libraries = [build_packaged_library(), build_packaged_backend()]
     except PyTritonTorchServerError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(int(ExitCode.FAILURE)) from None
-    out.print(f"built {library}")
+    for library in libraries:
+        out.print(f"built {library}")
 
 
 def _fail(exc: CliError) -> typer.Exit:

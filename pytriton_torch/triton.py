@@ -52,7 +52,7 @@ from ._model import BoundModel
 from ._repository import RepositoryReport
 from ._server._config import TritonConfig
 from ._server._dist import TritonDist, find_dist
-from ._server._preload import Secrets, preload_library
+from ._server._preload import Secrets, backend_library, preload_library
 from ._server._process import TritonProcess, check_ports_free
 from ._server._support import check_startable, server_flags
 from ._server._workspace import Workspace, check_root_length, remove_stale_workspaces
@@ -73,6 +73,7 @@ ADMIN_HEADER = "pytriton-torch-admin-token"
 RESTRICTED_APIS = ("model-repository", "shared-memory", "logging", "trace")
 _PYTHON_BACKEND_SHM_DEFAULT = 4 * 1024 * 1024
 _PYTHON_BACKEND_SHM_GROWTH = 32 * 1024 * 1024
+BACKENDS = ("python", "native")
 _KILL_GRACE_S = 2.0
 """How long tritonserver may take to exit after the exit timeout before it is killed."""
 
@@ -121,6 +122,14 @@ class Triton:
             stream socket) or ``"zmq"`` (ZeroMQ ipc); also ``PYTRITON_TORCH_CHANNEL``.
         channel_spin_us: How long a model instance busy-polls (yielding the CPU) for its answer
             before sleeping; trades a little CPU for ~0.1 ms less latency. 0 disables.
+        backend: Who forwards batches inside tritonserver: ``"python"`` (default: the proxy in
+            Triton's Python-backend stub, one stub process per instance) or ``"native"`` (opt-in,
+            experimental: our own C backend, compiled at first use, talks to this process directly;
+            no stub process). Also ``PYTRITON_TORCH_BACKEND`` (ignored, with a warning, for the
+            ``zmq`` channel). The native backend serves
+            non-streaming models bound with ``bind``/``bind_module`` over the ``unix`` channel;
+            streaming (decoupled) and repository models keep the Python backend. The default stays
+            ``"python"`` until the whole test suite passes on the native backend.
     """
 
     def __init__(
@@ -131,12 +140,29 @@ class Triton:
         connect_timeout_s: float = 60.0,
         channel: str | None = None,
         channel_spin_us: float = 250.0,
+        backend: str | None = None,
     ) -> None:
         self._channel = channel or os.environ.get("PYTRITON_TORCH_CHANNEL", "unix")
         if self._channel not in TRANSPORTS:
             raise PyTritonTorchValidationError(
                 f"channel={self._channel!r} is not supported; expected one of {', '.join(TRANSPORTS)}"
             )
+        self._backend = backend or os.environ.get("PYTRITON_TORCH_BACKEND", "python")
+        if self._backend not in BACKENDS:
+            raise PyTritonTorchValidationError(
+                f"backend={self._backend!r} is not supported; expected one of {', '.join(BACKENDS)}"
+            )
+        if self._backend == "native" and self._channel != "unix":
+            if backend is not None:
+                raise PyTritonTorchValidationError(
+                    f"backend='native' speaks the 'unix' channel only; channel={self._channel!r} needs "
+                    "backend='python'"
+                )
+            LOGGER.warning(
+                "PYTRITON_TORCH_BACKEND=native is not used: the %r channel needs the Python backend",
+                self._channel,
+            )
+            self._backend = "python"
         self._spin_us = float(os.environ.get("PYTRITON_TORCH_CHANNEL_SPIN_US", channel_spin_us))
         self._config = (config or TritonConfig()).merged_over(TritonConfig.from_env())
         check_root_length(workspace)
@@ -230,6 +256,8 @@ class Triton:
             self._workspace = Workspace(self._workspace_path)
             try:
                 library = str(preload_library(self._workspace.root))
+                if self._backend == "native":
+                    self._workspace.link_native_backend(backend_library(self._workspace.root))
             except BaseException:
                 self._workspace.remove()
                 raise
@@ -798,6 +826,7 @@ class Triton:
             _UNREPORTED.discard(id(self))
             raise PyTritonTorchServerError(f"cannot load model {model.name!r}: {self._failure}")
         model.warm_up(self._loop)
+        model.backend = "native" if self._backend == "native" and model.native_capable() else "python"
         model.write(
             self._workspace,
             self._shm_prefix,

@@ -40,6 +40,12 @@ P_SPIN_US = "spin_us"
 P_MAX_INPUT_BYTES = "max_input_bytes"
 P_MAX_STREAMS = "max_concurrent_streams"
 
+# The native backend (pytriton_torch/_server/_backend.c) reads its settings from this file instead:
+# ``key=value`` lines (no JSON parser in C), mode 0600, beside the JSON file.
+NATIVE_SETTINGS_FILE = "pytriton_torch.conf"
+NATIVE_BACKEND = "pytriton_torch"
+"""The native backend's name: ``backend: "pytriton_torch"`` loads ``libtriton_pytriton_torch.so``."""
+
 
 def endpoint(ipc_dir: str, model_name: str, instance: int) -> str:
     """Socket path of one model instance's worker (short: socket paths are limited to 107 bytes)."""

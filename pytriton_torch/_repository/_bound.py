@@ -135,6 +135,10 @@ class RepositoryModel(BoundModel):
             (folder / str(version) / "model.py").write_text(_shim(version))
         (folder / "config.pbtxt").write_text(to_pbtxt(out))
 
+    def native_capable(self) -> bool:
+        """Repository models stay on the Python backend for now (one shim per version)."""
+        return False
+
     def instance_slots(self) -> list[tuple[int, Callable[..., Any]]]:
         """Channel index ``version * VERSION_STRIDE + instance`` (what the version's shim connects to)."""
         return [

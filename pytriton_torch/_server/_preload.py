@@ -1,8 +1,9 @@
-"""Build (once per source version) and locate the LD_PRELOAD library loaded into tritonserver.
+"""Build (once per source version) and locate our C libraries loaded into tritonserver.
 
-The library (``_preload.c``) keeps admin tokens off the server's command line, creates the
-Python backend's shared-memory regions owner-only, and ends a stub whose server died. Where it
-comes from, first match wins:
+Two libraries, built the same way: the LD_PRELOAD library (``_preload.c``) keeps admin tokens off
+the server's command line, creates the Python backend's shared-memory regions owner-only, and ends
+a stub whose server died; the native backend (``_backend.c``, see :func:`backend_library`) is our
+own Triton backend. Where each comes from, first match wins:
 
 1. a copy built next to the source by ``pytriton-torch build`` (e.g. while building a container
    image, so that the image needs no compiler), if nobody but its owner (root or you) can write it;
@@ -26,6 +27,7 @@ import tempfile
 from ..exceptions import PyTritonTorchServerError
 
 SOURCE = pathlib.Path(__file__).with_name("_preload.c")
+BACKEND_SOURCE = pathlib.Path(__file__).with_name("_backend.c")
 CFLAGS = ("-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror")
 PLACEHOLDER = "@@PTT_SECRET_{}@@"
 SECRET_VAR = "PTT_SECRET_{}"
@@ -58,20 +60,29 @@ def preload_library(fallback_dir: pathlib.Path) -> pathlib.Path:
     Cached in ``$XDG_CACHE_HOME/pytriton_torch`` (or ``~/.cache/pytriton_torch``) when that folder is
     private to this user, else built into ``fallback_dir`` (the server's private workspace).
     """
-    prebuilt = packaged_library()
+    return _library(SOURCE, "preload", fallback_dir)
+
+
+def backend_library(fallback_dir: pathlib.Path) -> pathlib.Path:
+    """The native Triton backend (``_backend.c``), found or built like :func:`preload_library`."""
+    return _library(BACKEND_SOURCE, "backend", fallback_dir)
+
+
+def _library(source: pathlib.Path, stem: str, fallback_dir: pathlib.Path) -> pathlib.Path:
+    prebuilt = packaged_library(source)
     if _is_trusted_file(prebuilt):
         return prebuilt
-    digest = _digest()
+    digest = _digest(source)
     folder = _cache_dir() or fallback_dir
     if any(c in str(folder) for c in " :"):
         raise PyTritonTorchServerError(
             f"cannot build the tritonserver preload library in {folder}: LD_PRELOAD paths cannot hold ' ' "
             "or ':'; set XDG_CACHE_HOME to a private folder without them, or choose another workspace"
         )
-    library = folder / f"preload-{digest}.so"
+    library = folder / f"{stem}-{digest}.so"
     if _is_private_file(library):
         return library
-    _compile(folder, library)
+    _compile(folder, library, source)
     return library
 
 
@@ -92,9 +103,10 @@ def compiler() -> list[str] | None:
         return None
 
 
-def packaged_library() -> pathlib.Path:
-    """Where ``pytriton-torch build`` puts the library: beside its source, named by the source's hash."""
-    return SOURCE.with_name(f"_preload-{_digest()}.so")
+def packaged_library(source: pathlib.Path | None = None) -> pathlib.Path:
+    """Where ``pytriton-torch build`` puts a library (default: the preload's), named by its source's hash."""
+    source = source or SOURCE
+    return source.with_name(f"{source.stem}-{_digest(source)}.so")
 
 
 def build_packaged_library() -> pathlib.Path:
@@ -109,13 +121,26 @@ def build_packaged_library() -> pathlib.Path:
         raise PyTritonTorchServerError(
             f"cannot write {folder}: run `pytriton-torch build` as the user who installed pytriton_torch"
         )
-    _compile(folder, library)
+    _compile(folder, library, SOURCE)
     os.chmod(library, 0o755)
     return library
 
 
-def _digest() -> str:
-    return hashlib.sha256(SOURCE.read_bytes() + platform.machine().encode()).hexdigest()[:16]
+def build_packaged_backend() -> pathlib.Path:
+    """Compile the native backend beside its source, as :func:`build_packaged_library` does."""
+    library = packaged_library(BACKEND_SOURCE)
+    if not os.access(library.parent, os.W_OK):
+        raise PyTritonTorchServerError(
+            f"cannot write {library.parent}: run `pytriton-torch build` as the user who installed pytriton_torch"
+        )
+    _compile(library.parent, library, BACKEND_SOURCE)
+    os.chmod(library, 0o755)
+    return library
+
+
+def _digest(source: pathlib.Path | None = None) -> str:
+    data = (source or SOURCE).read_bytes()
+    return hashlib.sha256(data + platform.machine().encode()).hexdigest()[:16]
 
 
 def _cache_dir() -> pathlib.Path | None:
@@ -163,12 +188,12 @@ def _is_private_file(path: pathlib.Path) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022
 
 
-def _compile(folder: pathlib.Path, library: pathlib.Path) -> None:
+def _compile(folder: pathlib.Path, library: pathlib.Path, source: pathlib.Path) -> None:
     compiler = _find_compiler()
-    fd, temporary = tempfile.mkstemp(prefix=".preload-", suffix=".so", dir=folder)
+    fd, temporary = tempfile.mkstemp(prefix=f".{source.stem}-", suffix=".so", dir=folder)
     os.close(fd)
     try:
-        _run_compiler(compiler, temporary)
+        _run_compiler(compiler, temporary, source)
         os.chmod(temporary, 0o700)
         os.replace(temporary, library)  # atomic: a concurrent start sees the old file or the new one
     finally:
@@ -189,15 +214,17 @@ def _find_compiler() -> list[str]:
     return compiler
 
 
-def _run_compiler(compiler: list[str], output: str) -> None:
-    command = [*compiler, *CFLAGS, "-o", output, str(SOURCE), "-ldl", "-lpthread"]
+def _run_compiler(compiler: list[str], output: str, source: pathlib.Path) -> None:
+    # The backend's Triton symbols are resolved from the server (libtritonserver.so) at load time.
+    libs = [] if source == BACKEND_SOURCE else ["-ldl", "-lpthread"]
+    command = [*compiler, *CFLAGS, "-o", output, str(source), *libs]
     try:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
     except OSError as exc:
         raise PyTritonTorchServerError(
-            f"cannot run the C compiler {compiler[0]} to build {SOURCE}: {exc}"
+            f"cannot run the C compiler {compiler[0]} to build {source}: {exc}"
         ) from None
     if done.returncode != 0:
         raise PyTritonTorchServerError(
-            f"building {SOURCE} with {' '.join(compiler)} failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
+            f"building {source} with {' '.join(compiler)} failed (exit {done.returncode}):\n{done.stderr[-4000:]}"
         )

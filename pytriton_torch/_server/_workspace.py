@@ -121,6 +121,15 @@ class Workspace:
                 link.unlink()
             link.symlink_to(source)
 
+    def link_native_backend(self, library: pathlib.Path) -> None:
+        """Put our native backend where Triton looks for ``backend: "pytriton_torch"``."""
+        target = self.backends / "pytriton_torch"
+        target.mkdir(exist_ok=True)
+        link = target / "libtriton_pytriton_torch.so"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(library)
+
     def remove(self) -> None:
         """Delete the folder if this object created it, else only what it put there."""
         if self._owned:

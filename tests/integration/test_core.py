@@ -118,9 +118,16 @@ VEC = [Tensor(name="x", dtype=F32, shape=(-1,))]
 OUT = [Tensor(name="y", dtype=F32, shape=(-1,))]
 
 
-@pytest.fixture(scope="module", params=["unix", "zmq"])
+@pytest.fixture(scope="module", params=["unix", "zmq", "native"])
 def triton(request: pytest.FixtureRequest) -> Iterator[Triton]:
-    """The core suite runs once per channel transport."""
+    """The core suite runs once per channel transport, and once on the native backend (unix channel).
+
+    On the native backend, streaming (decoupled) models are still served by the Python backend.
+    """
+    if request.param == "native":
+        with Triton(config=make_config(), backend="native") as server:
+            yield server
+        return
     with Triton(config=make_config(), channel=request.param) as server:
         yield server
 
@@ -219,13 +226,14 @@ def test_http_and_grpc_answer(served: Triton) -> None:
     assert np.array_equal(client.infer("double", [item]).as_numpy("y"), x * 2)
 
 
-def test_model_metadata_and_config(served: Triton) -> None:
+def test_model_metadata_and_config(served: Triton, request: pytest.FixtureRequest) -> None:
     client = _http(served)
     assert client.is_model_ready("double")
     config = client.get_model_config("double")
     assert config["max_batch_size"] == 8
     assert [i["name"] for i in config["input"]] == ["x"]
-    assert config["backend"] == "python"
+    native = request.node.callspec.params["triton"] == "native"
+    assert config["backend"] == ("pytriton_torch" if native else "python")
 
 
 def test_dynamic_batcher_groups_requests(served: Triton) -> None:

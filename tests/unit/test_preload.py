@@ -216,9 +216,13 @@ def test_build_command_reports_the_library(tmp_path: pathlib.Path, monkeypatch: 
     package = tmp_path / "package"
     package.mkdir(mode=0o755)
     monkeypatch.setattr(_preload, "SOURCE", _copy_with_a_new_hash(package))
+    backend = package / "_backend.c"
+    backend.write_text(_preload.BACKEND_SOURCE.read_text() + "\n/* test copy */\n")
+    monkeypatch.setattr(_preload, "BACKEND_SOURCE", backend)
     result = CliRunner().invoke(app, ["build"])
     assert result.exit_code == 0, result.output
     assert "built" in result.output and str(package) in result.output.replace("\n", "")
+    assert sorted(p.name.split("-")[0] for p in package.glob("*.so")) == ["_backend", "_preload"]
     os.chmod(package, 0o555)
     try:
         result = CliRunner().invoke(app, ["build"])
