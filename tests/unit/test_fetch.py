@@ -75,6 +75,10 @@ def wheel(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Pa
     return path
 
 
+def leftovers(cache: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
 def mode_of(path: pathlib.Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
@@ -120,7 +124,7 @@ def test_find_dist_without_server_says_to_run_fetch_server(cache: pathlib.Path, 
     message = info.value.message
     assert "pytriton-torch fetch-server" in message
     assert "--wheel" in message and "pip install" in message
-    assert not cache.exists() or not any(cache.iterdir())  # nothing fetched silently
+    assert leftovers(cache) == []  # nothing fetched silently
 
 
 def test_checksum_mismatch_is_refused_and_leaves_no_cache(
@@ -129,7 +133,7 @@ def test_checksum_mismatch_is_refused_and_leaves_no_cache(
     other = build_wheel(tmp_path / "other.whl", [(f"{SERVER}/extra", b"x", 0o100644)])
     with pytest.raises(PyTritonTorchServerError, match=r"sha256 of .*other\.whl is [0-9a-f]{64}, expected"):
         _fetch.fetch_server(other)
-    assert list(cache.iterdir()) == []  # neither a cache folder nor a temporary one is left
+    assert leftovers(cache) == []  # neither a cache folder nor a temporary one is left
     with pytest.raises(PyTritonTorchServerError, match="fetch-server"):
         find_dist()
 
@@ -150,7 +154,7 @@ def test_path_traversal_is_refused(
     with pytest.raises(PyTritonTorchServerError, match="outside the folder"):
         _fetch.fetch_server(evil)
     assert not [p for p in tmp_path.rglob("escaped")]
-    assert list(cache.iterdir()) == []
+    assert leftovers(cache) == []
 
 
 def test_symlink_entries_are_refused(
@@ -161,7 +165,7 @@ def test_symlink_entries_are_refused(
     with pytest.raises(PyTritonTorchServerError, match="symlink"):
         _fetch.fetch_server(evil)
     assert not [p for p in tmp_path.rglob("link")]
-    assert list(cache.iterdir()) == []
+    assert leftovers(cache) == []
 
 
 def test_rerun_keeps_the_cache_and_force_replaces_it_whole(cache: pathlib.Path, wheel: pathlib.Path) -> None:
@@ -174,7 +178,7 @@ def test_rerun_keeps_the_cache_and_force_replaces_it_whole(cache: pathlib.Path, 
     assert _fetch.fetch_server(wheel, force=True) == target
     assert "fake-tritonserver" in marker.read_text()
     assert mode_of(marker) == 0o755
-    assert sorted(p.name for p in cache.iterdir()) == [target.name]  # no temporary or old folder left
+    assert leftovers(cache) == [target.name]  # no temporary or old folder left
 
 
 def test_an_interrupted_run_is_not_taken_for_a_cache(cache: pathlib.Path, wheel: pathlib.Path) -> None:
@@ -198,7 +202,12 @@ def test_failed_forced_run_keeps_the_old_cache(
     with pytest.raises(PyTritonTorchServerError, match="sha256"):
         _fetch.fetch_server(damaged, force=True)
     assert find_dist().root == target / SERVER
-    assert sorted(p.name for p in cache.iterdir()) == [target.name]
+    assert leftovers(cache) == [target.name]
+    # checked even when the cache is already there and nothing would be unpacked
+    with pytest.raises(PyTritonTorchServerError, match="sha256"):
+        _fetch.fetch_server(damaged)
+    with pytest.raises(PyTritonTorchServerError, match="cannot read the wheel file"):
+        _fetch.fetch_server(tmp_path / "missing.whl")
 
 
 def test_no_network_error_says_what_to_do(
@@ -213,7 +222,7 @@ def test_no_network_error_says_what_to_do(
     assert f"pytriton-torch fetch-server --wheel {WHEEL_NAME}" in message
     assert "pip download nvidia-pytriton==0.7.0" in message
     assert "pip install 'nvidia-pytriton==0.7.0'" in message
-    assert list(cache.iterdir()) == []
+    assert leftovers(cache) == []
 
 
 @pytest.fixture
