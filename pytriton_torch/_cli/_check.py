@@ -141,6 +141,7 @@ def check_libpython() -> Finding:
 
 
 def check_tritonserver() -> Finding:
+    from .._server import _fetch
     from .._server._dist import find_dist
     from ..exceptions import PyTritonTorchServerError
 
@@ -157,10 +158,10 @@ def check_tritonserver() -> Finding:
         return Finding(
             "tritonserver", FAIL, f"{dist.server_binary} is not executable", "reinstall nvidia-pytriton"
         )
-    try:
-        source = f"nvidia-pytriton {importlib.metadata.version('nvidia-pytriton')}"
-    except importlib.metadata.PackageNotFoundError:
+    if dist.root.is_relative_to(_fetch.cache_root()):
         source = "fetched by pytriton-torch fetch-server"
+    else:
+        source = f"nvidia-pytriton {importlib.metadata.version('nvidia-pytriton')}"
     return Finding("tritonserver", OK, f"{dist.server_binary} ({source})")
 
 

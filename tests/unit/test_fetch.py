@@ -330,3 +330,13 @@ def test_cli_fetch_server_offline_fails_with_the_advice(
     assert result.exit_code == 1
     output = " ".join(result.output.split())
     assert "could not download" in output and "--wheel" in output
+
+
+def test_check_reports_a_fetched_server(cache: pathlib.Path, wheel: pathlib.Path) -> None:
+    from pytriton_torch._cli import _check
+
+    assert _check.check_tritonserver().status == _check.FAIL
+    target = _fetch.fetch_server(wheel)
+    finding = _check.check_tritonserver()
+    assert finding.status == _check.OK
+    assert str(target) in finding.detail and "fetch-server" in finding.detail
