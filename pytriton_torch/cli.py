@@ -279,7 +279,6 @@ def fetch_server(
     from .exceptions import PyTritonTorchServerError
 
     try:
-        wheel_info = _fetch.pinned_wheel()
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -288,10 +287,12 @@ def fetch_server(
             console=console,
             transient=True,
         ) as bar:
-            task = bar.add_task(f"downloading {wheel_info.filename}", total=None)
+            task = bar.add_task(f"downloading nvidia-pytriton {_fetch.WHEEL_VERSION}", total=None)
 
             def advance(done: int, total: int | None) -> None:
                 bar.update(task, completed=done, total=total)
+                if done == total:
+                    bar.update(task, description="checking and unpacking")
 
             target = _fetch.fetch_server(wheel, force=force, progress=advance)
     except PyTritonTorchServerError as exc:
