@@ -146,7 +146,10 @@ def fetch_server(
             _download(wheel, wheel_file, progress)
         tree = staging / "tree"
         tree.mkdir(mode=0o700)
-        extract_server_files(pathlib.Path(wheel_file), tree)
+        try:
+            extract_server_files(pathlib.Path(wheel_file), tree)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise PyTritonTorchServerError(f"cannot unpack {wheel_file} into {tree}: {exc}") from None
         if not (tree / SERVER_SUBDIR / "bin" / "tritonserver").is_file():
             raise PyTritonTorchServerError(f"{wheel_file} has no {SERVER_SUBDIR}/bin/tritonserver")
         _install(tree, target)
@@ -218,10 +221,16 @@ def _install(tree: pathlib.Path, target: pathlib.Path) -> None:
     except OSError:
         # Another fetch put a whole folder there first: keep that one.
         if not (target / SERVER_SUBDIR / "bin" / "tritonserver").is_file():
+            if old is not None and not os.path.lexists(target):
+                os.rename(old, target)
+                old = None
             raise
     finally:
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_symlink():
+                old.unlink()
+            else:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def _verify(wheel: PinnedWheel, path: pathlib.Path) -> None:

