@@ -1,8 +1,9 @@
-"""The ``pytriton-torch`` command: ``serve``, ``infer`` and ``check``.
+"""The ``pytriton-torch`` command: ``serve``, ``infer``, ``check``, ``build`` and ``fetch-server``.
 
 Example::
 
     pytriton-torch check
+    pytriton-torch fetch-server
     pytriton-torch serve examples/add_sub_python/server.py:bind_models --http-port 8000
     pytriton-torch serve ./model_repository --model resnet --address 0.0.0.0
     pytriton-torch infer AddSub --input a='[1, 2]' --input b=b.npy --url grpc://localhost:8001
@@ -252,6 +253,53 @@ def build() -> None:
         raise typer.Exit(int(ExitCode.FAILURE)) from None
     for library in libraries:
         out.print(f"built {library}")
+
+
+@app.command("fetch-server")
+def fetch_server(
+    wheel: Annotated[
+        pathlib.Path | None,
+        typer.Option(
+            "--wheel",
+            help="A local copy of the pinned nvidia-pytriton wheel (offline); its sha256 is checked.",
+            dir_okay=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Unpack again even if the cache holds the server.")
+    ] = False,
+) -> None:
+    """Download the pinned nvidia-pytriton wheel once and unpack tritonserver into the per-user cache.
+
+    Only the server files are kept (binary, libraries, backends); nvidia-pytriton is not installed,
+    so NumPy is not pinned. Not needed when nvidia-pytriton is installed with pip.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from ._server import _fetch
+    from .exceptions import PyTritonTorchServerError
+
+    try:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"downloading nvidia-pytriton {_fetch.WHEEL_VERSION}", total=None)
+
+            def advance(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+                if done == total:
+                    bar.update(task, description="checking and unpacking")
+
+            target = _fetch.fetch_server(wheel, force=force, progress=advance)
+    except PyTritonTorchServerError as exc:
+        console.print(f"[red]error:[/] {escape(exc.message)}")
+        raise typer.Exit(int(ExitCode.FAILURE)) from None
+    out.print(f"tritonserver {_fetch.SERVER_VERSION} unpacked in {target}")
 
 
 def _fail(exc: CliError) -> typer.Exit:

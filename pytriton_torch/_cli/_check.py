@@ -141,19 +141,28 @@ def check_libpython() -> Finding:
 
 
 def check_tritonserver() -> Finding:
+    from .._server import _fetch
     from .._server._dist import find_dist
     from ..exceptions import PyTritonTorchServerError
 
     try:
         dist = find_dist()
     except PyTritonTorchServerError as exc:
-        return Finding("tritonserver", FAIL, exc.message, "pip install 'nvidia-pytriton>=0.7,<0.8'")
+        return Finding(
+            "tritonserver",
+            FAIL,
+            exc.message,
+            "pytriton-torch fetch-server, or pip install 'nvidia-pytriton>=0.7,<0.8'",
+        )
     if not os.access(dist.server_binary, os.X_OK):
         return Finding(
             "tritonserver", FAIL, f"{dist.server_binary} is not executable", "reinstall nvidia-pytriton"
         )
-    version = importlib.metadata.version("nvidia-pytriton")
-    return Finding("tritonserver", OK, f"{dist.server_binary} (nvidia-pytriton {version})")
+    if dist.root.is_relative_to(_fetch.cache_root()):
+        source = "fetched by pytriton-torch fetch-server"
+    else:
+        source = f"nvidia-pytriton {importlib.metadata.version('nvidia-pytriton')}"
+    return Finding("tritonserver", OK, f"{dist.server_binary} ({source})")
 
 
 def check_stub() -> Finding:

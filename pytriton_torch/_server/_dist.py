@@ -13,11 +13,15 @@ import sys
 import sysconfig
 
 from ..exceptions import PyTritonTorchServerError
+from . import _fetch
 
 
 @dataclasses.dataclass(frozen=True)
 class TritonDist:
-    """Paths inside the installed nvidia-pytriton distribution."""
+    """Paths inside the nvidia-pytriton wheel's tritonserver tree (installed, or unpacked in the cache).
+
+    Both layouts keep the wheel's ``pytriton/tritonserver`` beside ``nvidia_pytriton.libs``.
+    """
 
     root: pathlib.Path
 
@@ -52,17 +56,30 @@ class TritonDist:
 
 
 def find_dist() -> TritonDist:
-    """Locate the tritonserver tree of the installed ``nvidia-pytriton`` wheel."""
+    """Locate the tritonserver tree: the installed ``nvidia-pytriton`` wheel, else the per-user cache.
+
+    The cache is filled by ``pytriton-torch fetch-server`` (see ``_fetch``); nothing is downloaded here.
+    """
     spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise PyTritonTorchServerError(
-            "nvidia-pytriton is not installed; it provides the tritonserver binary: pip install nvidia-pytriton"
-        )
-    root = pathlib.Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-    dist = TritonDist(root)
-    if not dist.server_binary.exists():
-        raise PyTritonTorchServerError(f"tritonserver binary not found at {dist.server_binary}")
-    return dist
+    if spec is not None and spec.submodule_search_locations:
+        root = pathlib.Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+        dist = TritonDist(root)
+        if not dist.server_binary.exists():
+            raise PyTritonTorchServerError(f"tritonserver binary not found at {dist.server_binary}")
+        return dist
+    cached = _fetch.cached_server_root()
+    if cached is not None:
+        return TritonDist(cached)
+    try:
+        where = f" and the server cache {_fetch.cache_dir()} is empty"
+    except PyTritonTorchServerError:
+        where = ""
+    raise PyTritonTorchServerError(
+        f"tritonserver {_fetch.SERVER_VERSION} not found: nvidia-pytriton is not installed{where}. Run "
+        f"`pytriton-torch fetch-server` once (downloads the nvidia-pytriton {_fetch.WHEEL_VERSION} wheel, "
+        "about 55 MB, and unpacks its server files; offline: --wheel FILE), or pip install "
+        f"'nvidia-pytriton=={_fetch.WHEEL_VERSION}' (pins numpy<2)"
+    )
 
 
 def libpython_dir() -> str:
