@@ -526,17 +526,19 @@ class Triton:
         return open_streams([model for model in models if model is not None]) == 0
 
     def _on_server_exit(self, code: int) -> None:
+        # Marked unreported before the failure is visible: whoever sees ``_failure`` (is_alive,
+        # bind, serve) and discards the mark must find it there, or it would be added after.
+        _UNREPORTED.add(id(self))
         if self._failure is None:
             tail = self._process.logs(last=20) if self._process is not None else ""
             self._failure = f"tritonserver exited unexpectedly with code {code}. Last log lines:\n{tail}"
         LOGGER.error("%s", self._failure)
-        _UNREPORTED.add(id(self))
         self._stop_requested.set()
 
     def _on_fatal(self, message: str) -> None:
+        _UNREPORTED.add(id(self))  # before the failure is visible (see _on_server_exit)
         self._failure = f"{message}; the server stopped and must be restarted"
         LOGGER.critical("%s", self._failure)
-        _UNREPORTED.add(id(self))
         self._stop_requested.set()
         if self._process is not None:
             threading.Thread(target=self._process.stop, args=(10.0,), daemon=True).start()
