@@ -115,25 +115,22 @@ def build_packaged_library() -> pathlib.Path:
     Run it as the user who installed the package (root for a system-wide install); the file is
     then used by every user, as long as only its owner can write it and its folder.
     """
-    library = packaged_library()
+    return _build_packaged(SOURCE)
+
+
+def build_packaged_backend() -> pathlib.Path:
+    """Compile the native backend beside its source, as :func:`build_packaged_library` does."""
+    return _build_packaged(BACKEND_SOURCE)
+
+
+def _build_packaged(source: pathlib.Path) -> pathlib.Path:
+    library = packaged_library(source)
     folder = library.parent
     if not os.access(folder, os.W_OK):
         raise PyTritonTorchServerError(
             f"cannot write {folder}: run `pytriton-torch build` as the user who installed pytriton_torch"
         )
-    _compile(folder, library, SOURCE)
-    os.chmod(library, 0o755)
-    return library
-
-
-def build_packaged_backend() -> pathlib.Path:
-    """Compile the native backend beside its source, as :func:`build_packaged_library` does."""
-    library = packaged_library(BACKEND_SOURCE)
-    if not os.access(library.parent, os.W_OK):
-        raise PyTritonTorchServerError(
-            f"cannot write {library.parent}: run `pytriton-torch build` as the user who installed pytriton_torch"
-        )
-    _compile(library.parent, library, BACKEND_SOURCE)
+    _compile(folder, library, source)
     os.chmod(library, 0o755)
     return library
 
